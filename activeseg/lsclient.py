@@ -1,0 +1,189 @@
+"""A thin client over ``label_studio_sdk.LabelStudio`` (SDK 2.x) for what activeseg does.
+
+Every call goes through :meth:`LabelStudioClient._call`, which turns the SDK's and httpx's
+exceptions (401, 404, refused connection, time-out) into one :class:`LabelStudioError` line that
+names the URL and says what to check. The API key is never put into a message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from activeseg.labelconfig import BrushConfig, LabelConfigError, parse_label_config
+
+T = TypeVar("T")
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+
+
+class LabelStudioError(RuntimeError):
+    """A Label Studio call failed; the message is one line meant for the user."""
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    return obj.model_dump(mode="json", exclude_none=False)
+
+
+class LabelStudioClient:
+    """Talks to one Label Studio server as one user."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0):
+        url = url or os.environ.get("LABEL_STUDIO_URL")
+        api_key = api_key or os.environ.get("LABEL_STUDIO_API_KEY")
+        if not url:
+            raise LabelStudioError("no Label Studio URL: set LABEL_STUDIO_URL (e.g. http://localhost:8080)")
+        if not api_key:
+            raise LabelStudioError(
+                "no Label Studio API key: set LABEL_STUDIO_API_KEY to a Personal Access Token "
+                "or legacy token (Label Studio: Account & Settings)"
+            )
+        self.url = url.rstrip("/")
+        self._sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    # -- error handling ----------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise LabelStudioError(self._explain(what, exc.status_code, exc.body)) from None
+        except httpx.ConnectError:
+            raise LabelStudioError(
+                f"cannot reach Label Studio at {self.url} ({what}): is it running, and is "
+                "LABEL_STUDIO_URL right?"
+            ) from None
+        except httpx.TimeoutException:
+            raise LabelStudioError(f"Label Studio at {self.url} did not answer in time ({what})") from None
+        except httpx.HTTPError as exc:
+            raise LabelStudioError(f"Label Studio at {self.url}: {what} failed: {exc}") from None
+
+    def _explain(self, what: str, status: int | None, body: Any) -> str:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        detail = f": {detail}" if detail else ""
+        if status == 401:
+            return (
+                f"Label Studio at {self.url} rejected the API key (401{detail}) while trying to "
+                f"{what}; check LABEL_STUDIO_API_KEY (legacy tokens must be enabled in the "
+                "organisation, or use a Personal Access Token)"
+            )
+        if status == 403:
+            return f"Label Studio at {self.url} refused to {what} (403{detail}): check the user's role"
+        if status == 404:
+            return f"Label Studio at {self.url} has no such object ({what}: 404{detail})"
+        text = str(body)[:300] if body is not None else ""
+        return f"Label Studio at {self.url} could not {what} (HTTP {status}): {text}"
+
+    # -- users and projects ------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """The user the key belongs to; the cheapest check that URL and key are right."""
+        return _as_dict(self._call("identify the user", self._sdk.users.whoami))
+
+    def project(self, project_id: int) -> dict[str, Any]:
+        return _as_dict(self._call(f"read project {project_id}", self._sdk.projects.get, id=project_id))
+
+    def brush_config(self, project_id: int) -> BrushConfig:
+        """The project's label config, checked to carry instance masks."""
+        xml = self.project(project_id)["label_config"]
+        try:
+            return parse_label_config(xml)
+        except LabelConfigError as exc:
+            raise LabelStudioError(f"project {project_id} at {self.url}: {exc}") from None
+
+    def get_or_create_project(self, title: str, label_config: BrushConfig) -> tuple[int, bool]:
+        """(project id, created): an existing project with this exact title is reused."""
+        pager = self._call("list projects", self._sdk.projects.list, title=title)
+        for project in self._call("list projects", list, pager):
+            if project.title == title:
+                self.brush_config(project.id)
+                return int(project.id), False
+        project = self._call(
+            f"create project {title!r}",
+            self._sdk.projects.create,
+            title=title,
+            label_config=label_config.xml,
+            sampling=UNCERTAINTY_SAMPLING,
+        )
+        return int(project.id), True
+
+    def ensure_local_storage(self, project_id: int, path: str, title: str = "activeseg images") -> int:
+        """A Local Storage on ``path`` (absolute, under Label Studio's document root)."""
+        storages = self._call("list local storages", self._sdk.import_storage.local.list, project=project_id)
+        for storage in storages:
+            if storage.path == path:
+                return int(storage.id)
+        storage = self._call(
+            f"register local storage {path}",
+            self._sdk.import_storage.local.create,
+            project=project_id,
+            path=path,
+            title=title,
+            use_blob_urls=True,
+        )
+        return int(storage.id)
+
+    # -- tasks, predictions, annotations -----------------------------------------------------
+
+    def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> list[int]:
+        """Import tasks (each ``{"data": {...}}``, predictions allowed); returns the new ids."""
+        if not tasks:
+            return []
+        response = self._call(
+            f"import {len(tasks)} tasks",
+            self._sdk.projects.import_tasks,
+            id=project_id,
+            request=list(tasks),
+            return_task_ids=True,
+        )
+        return [int(t) for t in _as_dict(response)["task_ids"]]
+
+    def tasks(self, project_id: int) -> list[dict[str, Any]]:
+        """All tasks of a project with their annotations and predictions."""
+        pager = self._call(
+            "list tasks", self._sdk.tasks.list, project=project_id, fields="all", page_size=100
+        )
+        return [_as_dict(t) for t in self._call("list tasks", list, pager)]
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        return _as_dict(self._call(f"read task {task_id}", self._sdk.tasks.get, id=task_id))
+
+    def create_prediction(
+        self,
+        task_id: int,
+        result: list[dict[str, Any]],
+        model_version: str,
+        score: float | None = None,
+        config: BrushConfig | None = None,
+    ) -> int:
+        """Post one prediction; validated against ``config`` first when one is given."""
+        if config is not None:
+            config.validate_prediction({"result": result, "score": score})
+        prediction = self._call(
+            f"post a prediction for task {task_id}",
+            self._sdk.predictions.create,
+            task=task_id,
+            result=result,
+            model_version=model_version,
+            score=score,
+        )
+        return int(prediction.id)
+
+    def predictions(self, task_id: int) -> list[dict[str, Any]]:
+        found = self._call("list predictions", self._sdk.predictions.list, task=task_id)
+        return [_as_dict(p) for p in found]
+
+    def annotations(self, task_id: int) -> list[dict[str, Any]]:
+        found = self._call("list annotations", self._sdk.annotations.list, id=task_id)
+        return [_as_dict(a) for a in found]
+
+    def export_json(self, project_id: int) -> list[dict[str, Any]]:
+        """The project as Label Studio's JSON export: tasks with annotations and predictions."""
+        exported = self._call("export the project", self._sdk.projects.exports.as_json, project_id)
+        return [_as_dict(t) for t in exported]

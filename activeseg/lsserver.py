@@ -1,0 +1,258 @@
+"""Start and stop a local Label Studio 1.23.2 server (for the demo and the test suite).
+
+Label Studio lives in its own virtual environment (``.venv-ls``, made by ``scripts/setup.sh``)
+because it brings Django 5, numpy 2.2 and pandas 3, which must not meet torch and nnU-Net.
+The server binds 127.0.0.1 only. Its admin login and legacy API token are random, created at
+the first start of a data dir, and kept in ``<data dir>/activeseg-login.json`` (mode 0600).
+
+Facts this relies on (``../shared/docs/labelstudio.md``): the first start migrates an empty
+SQLite database (40-60 s on 2 cores); later starts take about 7 s; legacy tokens only work when
+enabled at the first start; a busy port makes Label Studio silently move to the next one, so
+after start-up we check that *our* token works on *our* port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from activeseg.fsutil import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LS_VERSION = "1.23.2"
+LOGIN_FILE = "activeseg-login.json"
+
+
+class LabelStudioServerError(RuntimeError):
+    """The local Label Studio server could not be started or stopped."""
+
+
+def default_venv() -> Path:
+    """``$ACTIVESEG_LS_VENV`` or the repository's ``.venv-ls``."""
+    return Path(os.environ.get("ACTIVESEG_LS_VENV", REPO_ROOT / ".venv-ls"))
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class Login:
+    """Admin e-mail, password and legacy API token of a data dir."""
+
+    username: str
+    password: str
+    token: str
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> Login:
+        path = data_dir / LOGIN_FILE
+        if path.is_file():
+            return cls(**json.loads(path.read_text()))
+        login = cls(
+            username="admin@activeseg.local",
+            password=secrets.token_urlsafe(12),
+            token=secrets.token_hex(20),
+        )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(login.__dict__))
+        path.chmod(0o600)
+        return login
+
+
+class LabelStudioServer:
+    """One Label Studio process on 127.0.0.1 with its own data dir.
+
+    ``files_root`` is the document root for ``/data/local-files/?d=<path>`` URLs: images under
+    it can be attached to tasks through a Local Storage.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        files_root: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        venv: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.files_root = Path(files_root or self.data_dir / "files").resolve()
+        self.port = port or free_port()
+        self.venv = Path(venv or default_venv())
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.data_dir / "labelstudio.log"
+        self.pid_path = self.data_dir / "labelstudio.pid"
+        self.url_path = self.data_dir / "labelstudio.url"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.login = Login.load_or_create(self.data_dir)
+        self.startup_seconds: float | None = None
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+                "LABEL_STUDIO_USERNAME": self.login.username,
+                "LABEL_STUDIO_PASSWORD": self.login.password,
+                "LABEL_STUDIO_USER_TOKEN": self.login.token,
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                # no PyPI version check, no Sentry, no telemetry: nothing leaves the machine
+                "LATEST_VERSION_CHECK": "false",
+                "SENTRY_DSN": "",
+                "FRONTEND_SENTRY_DSN": "",
+                "COLLECT_ANALYTICS": "false",
+                # ML backends and webhooks on 127.0.0.1 (refused or silently dropped otherwise)
+                "SSRF_PROTECTION_ENABLED": "false",
+                "ML_BLOCK_LOCAL_IP": "false",
+                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
+                "LABEL_STUDIO_HOST": self.url,
+            }
+        )
+        return env
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _token_accepted(self) -> bool:
+        r = requests.get(
+            f"{self.url}/api/current-user/whoami",
+            headers={"Authorization": f"Token {self.login.token}"},
+            timeout=5,
+        )
+        return r.status_code == 200 and r.json().get("email") == self.login.username
+
+    def start(self, timeout: float = 240.0) -> None:
+        """Start the server and wait until it answers with our token; raise on any failure."""
+        exe = self.venv / "bin" / "label-studio"
+        if not exe.exists():
+            raise LabelStudioServerError(
+                f"no Label Studio in {self.venv}; run scripts/setup.sh (or set ACTIVESEG_LS_VENV)"
+            )
+        if port_in_use(self.port):
+            raise LabelStudioServerError(f"port {self.port} on 127.0.0.1 is already in use")
+        self.files_root.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [
+                str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1",
+                "--port", str(self.port), "--data-dir", str(self.data_dir),
+                "--enable-legacy-api-token",
+            ],
+            env=self._env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        atomic_write_text(self.pid_path, str(self._process.pid))
+        deadline = started + timeout
+        while not self._healthy():
+            if self._process.poll() is not None:
+                self._forget()
+                raise LabelStudioServerError(
+                    f"Label Studio exited during start-up (code {self._process.returncode}); "
+                    f"see {self.log_path}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise LabelStudioServerError(
+                    f"no answer from {self.url}/health/ after {timeout:.0f} s; see {self.log_path}"
+                )
+            time.sleep(0.5)
+        if not self._token_accepted():
+            self.stop()
+            raise LabelStudioServerError(
+                f"the server on {self.url} does not accept this data dir's token: another "
+                f"Label Studio may hold the port, or {self.data_dir} was created without "
+                "legacy tokens"
+            )
+        self.startup_seconds = time.monotonic() - started
+        atomic_write_text(self.url_path, self.url)
+
+    def _forget(self) -> None:
+        self.pid_path.unlink(missing_ok=True)
+        self.url_path.unlink(missing_ok=True)
+        self._process = None
+
+    def running_pid(self) -> int | None:
+        """PID of this data dir's server if it is alive, else None (also across processes)."""
+        try:
+            pid = int(self.pid_path.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def running_url(self) -> str | None:
+        """URL of this data dir's server if one is running (started by any process), else None."""
+        if self.running_pid() is None or not self.url_path.is_file():
+            return None
+        return self.url_path.read_text().strip()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+        pid = self._process.pid if self._process else self.running_pid()
+        if pid is None:
+            self._forget()
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            self._forget()
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                break
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+            if self._process is not None:
+                self._process.wait()
+        self._forget()
+
+
+def prepare_from_template(data_dir: Path, template: Path) -> None:
+    """Fill an empty ``data_dir`` from a migrated template, migrating the template first if needed.
+
+    The first start of Label Studio spends most of a minute on database migrations; a copy of a
+    migrated data dir starts in seconds. The copy carries the template's secret key and login,
+    which is fine for throwaway test servers and nothing else.
+    """
+    if not (template / "label_studio.sqlite3").is_file():
+        if template.exists():
+            shutil.rmtree(template)  # a half-made template from an interrupted run
+        staging = template.with_name(template.name + f".tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        server = LabelStudioServer(staging)
+        server.start()
+        server.stop()
+        for leftover in ("labelstudio.log", "labelstudio.pid", "labelstudio.url"):
+            (staging / leftover).unlink(missing_ok=True)
+        os.replace(staging, template)
+    shutil.copytree(template, data_dir, dirs_exist_ok=True)

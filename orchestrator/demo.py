@@ -1,0 +1,76 @@
+"""The smoke demo: a local Label Studio with a project of real nuclei images, ready to open.
+
+Later issues extend it into the whole loop (pseudo-labels, nnU-Net, ranking, fine-tuning).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from activeseg.datasets import BUNDLED_SAMPLE, read_dataset
+from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, load_label_config
+from activeseg.lsclient import LabelStudioClient
+from activeseg.lsserver import LabelStudioServer
+from orchestrator.project_setup import import_images, stage_images
+
+DEFAULT_WORKSPACE = Path(".activeseg")
+
+
+def server_for(workspace: Path, port: int | None = None) -> LabelStudioServer:
+    """The workspace's Label Studio: data in ``<workspace>/labelstudio``, images in ``files``."""
+    return LabelStudioServer(workspace / "labelstudio", files_root=workspace / "files", port=port)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "project"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    url: str
+    project_id: int
+    n_tasks: int
+    n_new: int
+    username: str
+    password: str
+
+
+def run_demo(
+    images: Path = BUNDLED_SAMPLE,
+    workspace: Path = DEFAULT_WORKSPACE,
+    title: str = "activeseg demo",
+    label_config: Path = DEFAULT_LABEL_CONFIG,
+    port: int = 8080,
+) -> DemoResult:
+    """Start (or reuse) the workspace's Label Studio and fill a project with ``images``."""
+    config = load_label_config(label_config)
+    samples = read_dataset(images)
+    workspace = workspace.resolve()
+    server = server_for(workspace, port)
+    url = server.running_url()
+    if url is None:
+        print(f"starting Label Studio on {server.url} (the first start migrates a database) ...")
+        server.start()
+        url = server.url
+        print(f"Label Studio is up after {server.startup_seconds:.0f} s")
+    else:
+        print(f"Label Studio is already running at {url}")
+
+    client = LabelStudioClient(url, server.login.token)
+    project_id, created = client.get_or_create_project(title, config)
+    print(("created" if created else "reusing") + f" project {project_id} '{title}'")
+    project_dir = server.files_root / slug(title)
+    staged = stage_images(samples, project_dir)
+    client.ensure_local_storage(project_id, str(project_dir))
+    before = len(client.tasks(project_id))
+    tasks = import_images(client, project_id, config, staged, server.files_root)
+    return DemoResult(
+        url=url,
+        project_id=project_id,
+        n_tasks=len(tasks),
+        n_new=len(client.tasks(project_id)) - before,
+        username=server.login.username,
+        password=server.login.password,
+    )

@@ -1,0 +1,85 @@
+"""Put a folder of microscopy images into a Label Studio project.
+
+Each image becomes one task: ``data.image`` is an 8-bit display PNG (browsers show no TIFF and
+16-bit images look black), ``data.raw`` is a copy of the original for the models. Both are
+served by Label Studio's local-files storage from under its document root. Re-running adds only
+images that have no task yet; existing tasks and their annotations are never touched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from tqdm import tqdm
+
+from activeseg.datasets import Sample
+from activeseg.fsutil import atomic_path
+from activeseg.imageio import read_image, write_display_png
+from activeseg.labelconfig import BrushConfig
+from activeseg.lsclient import LabelStudioClient
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    """An image copied under the document root, with its display PNG beside it."""
+
+    id: str
+    raw: Path
+    display: Path
+    height: int
+    width: int
+
+
+def local_files_url(path: Path, files_root: Path) -> str:
+    """The ``/data/local-files/?d=`` URL Label Studio serves ``path`` under ``files_root`` at."""
+    rel = path.resolve().relative_to(files_root.resolve())
+    return "/data/local-files/?d=" + quote(rel.as_posix(), safe="/")
+
+
+def stage_images(samples: Sequence[Sample], project_dir: Path) -> list[StagedImage]:
+    """Copy originals to ``project_dir/raw`` and write display PNGs to ``project_dir/display``.
+
+    Every file is read first, so a corrupt image stops the run with its name before Label Studio
+    sees anything. Files already staged are kept as they are.
+    """
+    staged = []
+    for sample in tqdm(samples, desc="display PNGs", unit="img"):
+        image = read_image(sample.image)
+        raw = project_dir / "raw" / f"{sample.id}{sample.image.suffix.lower()}"
+        display = project_dir / "display" / f"{sample.id}.png"
+        if not raw.exists():
+            with atomic_path(raw) as tmp:
+                shutil.copyfile(sample.image, tmp)
+        if not display.exists():
+            write_display_png(image, display)
+        staged.append(StagedImage(sample.id, raw, display, image.shape[0], image.shape[1]))
+    return staged
+
+
+def import_images(
+    client: LabelStudioClient,
+    project_id: int,
+    config: BrushConfig,
+    staged: Sequence[StagedImage],
+    files_root: Path,
+) -> dict[str, int]:
+    """Create one task per staged image that has none yet; returns image id -> task id for all."""
+    known = {t["data"].get("raw"): t["id"] for t in client.tasks(project_id)}
+    new = [s for s in staged if local_files_url(s.raw, files_root) not in known]
+    tasks = [
+        {
+            "data": {
+                config.image_key: local_files_url(s.display, files_root),
+                "raw": local_files_url(s.raw, files_root),
+                "name": s.id,
+            }
+        }
+        for s in new
+    ]
+    client.import_tasks(project_id, tasks)
+    by_raw = {t["data"].get("raw"): t["id"] for t in client.tasks(project_id)}
+    return {s.id: int(by_raw[local_files_url(s.raw, files_root)]) for s in staged}
