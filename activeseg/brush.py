@@ -50,7 +50,7 @@ def _run_tokens(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     cls = np.select([piece_len <= 8, piece_len <= 16, piece_len <= 256], [0, 1, 2], 3)
     cls = np.where(long_run, 3, cls)
     field_bits = np.asarray(RLE_SIZES, dtype=np.int64)[cls]
-    single = piece_len == 1
+    single = (piece_len == 1) & ~long_run  # a remainder of 1 after a long run stays a run
     flag = np.where(single, 0, 1)
     cls = np.where(single, 0, cls)
     field_bits = np.where(single, 3, field_bits)
@@ -127,8 +127,8 @@ def _segments_to_rle(starts: np.ndarray, ends: np.ndarray, total: int) -> list[i
     return encode_runs(lengths[keep] * 4, values[keep])
 
 
-def decode_rle(rle: Sequence[int]) -> np.ndarray:
-    """Decode Label Studio RLE bytes into the flat uint8 array it encodes (RGBA interleaved)."""
+def _decode_runs(rle: Sequence[int]) -> tuple[int, np.ndarray, np.ndarray]:
+    """Parse RLE bytes into (number of values, run values, run lengths)."""
     data = np.asarray(rle, dtype=np.uint8)
     bits = (np.unpackbits(data) + ord("0")).tobytes().decode("ascii")
     pos = 0
@@ -156,18 +156,41 @@ def decode_rle(rle: Sequence[int]) -> np.ndarray:
                 run_values.append(read(word))
                 run_lengths.append(1)
         i = j
-    out = np.repeat(np.asarray(run_values, dtype=np.uint8), run_lengths)
-    return out[:num]
+    return num, np.asarray(run_values, dtype=np.int64), np.asarray(run_lengths, dtype=np.int64)
+
+
+def decode_rle(rle: Sequence[int]) -> np.ndarray:
+    """Decode Label Studio RLE bytes into the flat uint8 array it encodes (RGBA interleaved)."""
+    num, values, lengths = _decode_runs(rle)
+    return np.repeat(values.astype(np.uint8), lengths)[:num]
+
+
+def _mask_segments(rle: Sequence[int], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major pixel segments [start, end) whose alpha byte is above half, without expanding."""
+    num, values, lengths = _decode_runs(rle)
+    if num != height * width * 4:
+        raise ValueError(f"brush RLE holds {num} values, expected {height}x{width}x4 = {height * width * 4}")
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    on = values > 127
+    # pixel p is inside when its alpha byte 4p + 3 lies in an "on" run [s, e): s/4 <= p < e/4
+    first = starts[on] // 4
+    stop = ends[on] // 4
+    keep = stop > first
+    return np.minimum(first[keep], height * width), np.minimum(stop[keep], height * width)
+
+
+def _paint(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, value: int) -> None:
+    lengths = ends - starts
+    idx = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    flat[idx] = value
 
 
 def decode_mask(rle: Sequence[int], height: int, width: int) -> np.ndarray:
     """Boolean (height, width) mask from a brush RLE: the alpha channel, thresholded at half."""
-    flat = decode_rle(rle)
-    if flat.size != height * width * 4:
-        raise ValueError(
-            f"brush RLE holds {flat.size} values, expected {height}x{width}x4 = {height * width * 4}"
-        )
-    return flat.reshape(height, width, 4)[:, :, 3] > 127
+    out = np.zeros(height * width, dtype=bool)
+    _paint(out, *_mask_segments(rle, height, width), True)
+    return out.reshape(height, width)
 
 
 def labels_to_results(
@@ -237,7 +260,7 @@ def results_to_labels(
         else:
             wanted.append(None)
     next_id = max(used, default=0) + 1
-    out = np.zeros((height, width), dtype=np.uint32)
+    out = np.zeros(height * width, dtype=np.uint32)
     for r, n in zip(regions, wanted, strict=True):
         w = r.get("original_width", width)
         h = r.get("original_height", height)
@@ -245,5 +268,5 @@ def results_to_labels(
             raise ValueError(f"region {r.get('id')} is {w}x{h}, the image is {width}x{height}")
         if n is None:
             n, next_id = next_id, next_id + 1
-        out[decode_mask(r["value"]["rle"], height, width)] = n
-    return out
+        _paint(out, *_mask_segments(r["value"]["rle"], height, width), n)
+    return out.reshape(height, width)

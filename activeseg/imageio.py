@@ -44,7 +44,9 @@ def _read_png(path: Path) -> np.ndarray:
             if im.mode in ("P", "PA", "1", "LA"):
                 im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        raise _fail(path, "not a readable PNG (unknown or corrupt content)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise _fail(path, f"not a readable PNG ({exc})") from exc
 
 

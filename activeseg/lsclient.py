@@ -67,6 +67,12 @@ class LabelStudioClient:
     def _explain(self, what: str, status: int | None, body: Any) -> str:
         detail = body.get("detail") if isinstance(body, dict) else None
         detail = f": {detail}" if detail else ""
+        problems = body.get("validation_errors") if isinstance(body, dict) else None
+        if problems:
+            flat = [
+                f"{k}: {'; '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in problems.items()
+            ]
+            return f"Label Studio at {self.url} refused to {what} (HTTP {status}): {'; '.join(flat)}"
         if status == 401:
             return (
                 f"Label Studio at {self.url} rejected the API key (401{detail}) while trying to "
@@ -184,6 +190,10 @@ class LabelStudioClient:
         return [_as_dict(a) for a in found]
 
     def export_json(self, project_id: int) -> list[dict[str, Any]]:
-        """The project as Label Studio's JSON export: tasks with annotations and predictions."""
+        """Label Studio's JSON export: every task with its annotations in full.
+
+        The community edition's export lists predictions by id only; read them with
+        :meth:`tasks` or :meth:`predictions`.
+        """
         exported = self._call("export the project", self._sdk.projects.exports.as_json, project_id)
         return [_as_dict(t) for t in exported]

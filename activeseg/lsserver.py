@@ -151,7 +151,9 @@ class LabelStudioServer:
                 f"no Label Studio in {self.venv}; run scripts/setup.sh (or set ACTIVESEG_LS_VENV)"
             )
         if port_in_use(self.port):
-            raise LabelStudioServerError(f"port {self.port} on 127.0.0.1 is already in use")
+            raise LabelStudioServerError(
+                f"port {self.port} on 127.0.0.1 is already in use; pick another port"
+            )
         self.files_root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         log = self.log_path.open("ab")
@@ -237,22 +239,26 @@ class LabelStudioServer:
         self._forget()
 
 
-def prepare_from_template(data_dir: Path, template: Path) -> None:
-    """Fill an empty ``data_dir`` from a migrated template, migrating the template first if needed.
+def ensure_template(template: Path) -> Path:
+    """Make ``template`` a migrated, stopped Label Studio data dir unless it already is one.
 
     The first start of Label Studio spends most of a minute on database migrations; a copy of a
-    migrated data dir starts in seconds. The copy carries the template's secret key and login,
-    which is fine for throwaway test servers and nothing else.
+    migrated data dir starts in seconds. Copies carry the template's secret key and login, which
+    is fine for throwaway test servers and nothing else.
     """
-    if not (template / "label_studio.sqlite3").is_file():
-        if template.exists():
-            shutil.rmtree(template)  # a half-made template from an interrupted run
-        staging = template.with_name(template.name + f".tmp{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        server = LabelStudioServer(staging)
-        server.start()
-        server.stop()
-        for leftover in ("labelstudio.log", "labelstudio.pid", "labelstudio.url"):
-            (staging / leftover).unlink(missing_ok=True)
-        os.replace(staging, template)
-    shutil.copytree(template, data_dir, dirs_exist_ok=True)
+    if (template / "label_studio.sqlite3").is_file():
+        return template
+    shutil.rmtree(template, ignore_errors=True)  # a half-made template from an interrupted run
+    staging = template.with_name(f"{template.name}.tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    server = LabelStudioServer(staging)
+    server.start()
+    server.stop()
+    (staging / "labelstudio.log").unlink(missing_ok=True)
+    staging.replace(template)
+    return template
+
+
+def prepare_from_template(data_dir: Path, template: Path) -> None:
+    """Fill ``data_dir`` with a copy of the migrated ``template`` (made first if needed)."""
+    shutil.copytree(ensure_template(template), data_dir, dirs_exist_ok=True)

@@ -7,7 +7,8 @@ prediction a false positive. AP(tau) = TP / (TP + FP + FN), and mSA (mean segmen
 is the mean of AP over tau = 0.50, 0.55, ..., 0.95, computed per image and then averaged.
 
 Convention for empty images: when both ground truth and prediction are empty there is nothing to
-find and nothing was found, so AP, precision, recall and F1 are 1. (StarDist reports 0 there.)
+find and nothing was found, so AP, precision, recall and F1 are 1 (StarDist reports 0 there).
+Any other 0/0 (precision without predictions, recall without ground truth) is 0.
 """
 
 from __future__ import annotations
@@ -77,20 +78,23 @@ class ImageScores:
     fn: int
 
 
-def _ratio(num: float, den: float) -> float:
-    return 1.0 if den == 0 else num / den
+def _ratio(num: float, den: float, both_empty: bool) -> float:
+    if den == 0:
+        return 1.0 if both_empty else 0.0
+    return num / den
 
 
 def score_image(gt: np.ndarray, pred: np.ndarray) -> ImageScores:
     """All metrics for one image; precision, recall, F1 and matched IoU are at tau = 0.5."""
     iou = iou_matrix(gt, pred)
     n_true, n_pred = iou.shape
+    empty = n_true == 0 and n_pred == 0
     ap: dict[float, float] = {}
     at_half = (0, 0.0)
     for tau in THRESHOLDS:
         rows, cols = match_instances(iou, tau)
         tp = len(rows)
-        ap[tau] = _ratio(tp, n_true + n_pred - tp)
+        ap[tau] = _ratio(tp, n_true + n_pred - tp, empty)
         if tau == 0.5:
             at_half = (tp, float(iou[rows, cols].mean()) if tp else float("nan"))
     tp, matched_iou = at_half
@@ -100,9 +104,9 @@ def score_image(gt: np.ndarray, pred: np.ndarray) -> ImageScores:
         n_pred=n_pred,
         ap=ap,
         msa=float(np.mean(list(ap.values()))),
-        precision=_ratio(tp, tp + fp),
-        recall=_ratio(tp, tp + fn),
-        f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        precision=_ratio(tp, tp + fp, empty),
+        recall=_ratio(tp, tp + fn, empty),
+        f1=_ratio(2 * tp, 2 * tp + fp + fn, empty),
         mean_matched_iou=matched_iou,
         tp=tp,
         fp=fp,

@@ -49,6 +49,9 @@ def run_demo(
     samples = read_dataset(images)
     workspace = workspace.resolve()
     server = server_for(workspace, port)
+    # Read and stage every image before starting anything: a bad file fails fast, by name.
+    project_dir = server.files_root / slug(title)
+    staged = stage_images(samples, project_dir)
     url = server.running_url()
     if url is None:
         print(f"starting Label Studio on {server.url} (the first start migrates a database) ...")
@@ -61,8 +64,6 @@ def run_demo(
     client = LabelStudioClient(url, server.login.token)
     project_id, created = client.get_or_create_project(title, config)
     print(("created" if created else "reusing") + f" project {project_id} '{title}'")
-    project_dir = server.files_root / slug(title)
-    staged = stage_images(samples, project_dir)
     client.ensure_local_storage(project_id, str(project_dir))
     before = len(client.tasks(project_id))
     tasks = import_images(client, project_id, config, staged, server.files_root)

@@ -1,0 +1,95 @@
+"""The ``activeseg`` command: help, version, one-line errors, and the smoke demo end to end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from activeseg.lsclient import LabelStudioClient
+from activeseg.lsserver import free_port, prepare_from_template
+from orchestrator.cli import main
+from orchestrator.demo import server_for
+
+EXE = Path(sys.executable).with_name("activeseg")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_help_explains_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for word in ("demo", "version", "labelstudio", "LABEL_STUDIO_API_KEY"):
+        assert word in out.stdout
+    demo = run("demo", "--help")
+    assert demo.returncode == 0 and "--images" in demo.stdout and "--workspace" in demo.stdout
+
+
+def test_version() -> None:
+    out = run("version")
+    assert out.returncode == 0
+    assert "activeseg 0.1.0" in out.stdout and "torch 2.14.1" in out.stdout and "nnunetv2 2.8.1" in out.stdout
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it
+    assert err.startswith("activeseg: error: ") and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_fail_in_one_line_before_starting_anything(
+    tmp_path: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert "no such folder" in _one_line_error(capsys, "demo", "--images", str(tmp_path / "none"), *ws)
+
+    boxes = tmp_path / "boxes.xml"
+    boxes.write_text('<View><Image name="image" value="$image"/><RectangleLabels name="b" toName="image">'
+                     '<Label value="Cell"/></RectangleLabels></View>')  # fmt: skip
+    assert "no <BrushLabels>" in _one_line_error(capsys, "demo", "--label-config", str(boxes), *ws)
+
+    bad = tmp_path / "bad"
+    shutil.copytree(sample_dir / "images", bad / "images")
+    victim = sorted((bad / "images").iterdir())[3]
+    victim.write_bytes(b"\x89PNG garbage")
+    err = _one_line_error(capsys, "demo", "--images", str(bad), *ws)
+    assert victim.name in err and "not a readable PNG" in err
+    assert not (tmp_path / "ws" / "labelstudio" / "labelstudio.pid").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.labelstudio
+def test_demo_end_to_end(tmp_path: Path, sample_dir: Path, ls_template: Path) -> None:
+    workspace = tmp_path / "ws"
+    prepare_from_template(workspace / "labelstudio", ls_template)  # skip the migrations
+    port = str(free_port())
+    try:
+        out = run("demo", "--workspace", str(workspace), "--port", port)
+        assert out.returncode == 0, out.stderr
+        assert f"http://127.0.0.1:{port}/projects/" in out.stdout and "24 tasks (24 new)" in out.stdout
+        assert "password" in out.stdout
+
+        again = run("demo", "--workspace", str(workspace), "--port", port)
+        assert again.returncode == 0 and "24 tasks (0 new)" in again.stdout
+        assert "already running" in again.stdout
+
+        server = server_for(workspace)
+        client = LabelStudioClient(server.running_url(), server.login.token)
+        (project,) = [p for p in client._sdk.projects.list() if p.title == "activeseg demo"]
+        tasks = client.tasks(project.id)
+        assert {t["data"]["name"] for t in tasks} == {p.stem for p in (sample_dir / "images").iterdir()}
+        assert all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks)
+        assert all(t["data"]["raw"].endswith(".png") for t in tasks)
+
+        status = run("labelstudio", "status", "--workspace", str(workspace))
+        assert status.returncode == 0 and port in status.stdout
+    finally:
+        stop = run("labelstudio", "stop", "--workspace", str(workspace))
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+    assert run("labelstudio", "status", "--workspace", str(workspace)).returncode == 3
