@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,18 @@ class BrushConfig:
         """The label given to predicted instances: the first one in the config."""
         return self.labels[0]
 
+    @functools.cached_property
+    def interface(self) -> LabelInterface:
+        """The SDK's parsed view of the config, used for validation."""
+        return LabelInterface(self.xml)
+
     def validate_prediction(self, prediction: dict[str, Any]) -> None:
         """Raise ValueError unless Label Studio's own schema accepts ``prediction``.
 
         Label Studio stores malformed predictions without complaint and then cannot show them,
         so every prediction is checked here before it is sent.
         """
-        errors = LabelInterface(self.xml).validate_prediction(prediction, return_errors=True)
+        errors = self.interface.validate_prediction(prediction, return_errors=True)
         if errors:
             raise ValueError(f"prediction does not fit the label config: {errors[0]}")
 

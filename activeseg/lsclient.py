@@ -165,12 +165,14 @@ class LabelStudioClient:
         task_id: int,
         result: list[dict[str, Any]],
         model_version: str,
+        config: BrushConfig,
         score: float | None = None,
-        config: BrushConfig | None = None,
     ) -> int:
-        """Post one prediction; validated against ``config`` first when one is given."""
-        if config is not None:
-            config.validate_prediction({"result": result, "score": score})
+        """Post one prediction after checking it against the label config.
+
+        Label Studio stores malformed results without complaint and then cannot show them.
+        """
+        config.validate_prediction({"result": result, "score": score})
         prediction = self._call(
             f"post a prediction for task {task_id}",
             self._sdk.predictions.create,

@@ -13,6 +13,7 @@ after start-up we check that *our* token works on *our* port.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -31,6 +32,15 @@ from activeseg.fsutil import atomic_write_text
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LS_VERSION = "1.23.2"
 LOGIN_FILE = "activeseg-login.json"
+# Label Studio 1.23.2's default SSRF block list (core/utils/io.py) without 127.0.0.0/8 and ::1.
+BANNED_SUBNETS_EXCEPT_LOOPBACK = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
+    "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
+    "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)  # fmt: skip
 
 
 class LabelStudioServerError(RuntimeError):
@@ -102,8 +112,12 @@ class LabelStudioServer:
         self.pid_path = self.data_dir / "labelstudio.pid"
         self.url_path = self.data_dir / "labelstudio.url"
         self._process: subprocess.Popen[bytes] | None = None
-        self.login = Login.load_or_create(self.data_dir)
         self.startup_seconds: float | None = None
+
+    @functools.cached_property
+    def login(self) -> Login:
+        """The data dir's admin login, created on first use."""
+        return Login.load_or_create(self.data_dir)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -119,9 +133,12 @@ class LabelStudioServer:
                 "SENTRY_DSN": "",
                 "FRONTEND_SENTRY_DSN": "",
                 "COLLECT_ANALYTICS": "false",
-                # ML backends and webhooks on 127.0.0.1 (refused or silently dropped otherwise)
-                "SSRF_PROTECTION_ENABLED": "false",
-                "ML_BLOCK_LOCAL_IP": "false",
+                # ML backends and webhooks may live on loopback (refused or silently dropped
+                # otherwise); every other reserved range stays blocked
+                "SSRF_PROTECTION_ENABLED": "true",
+                "ML_BLOCK_LOCAL_IP": "true",
+                "USE_DEFAULT_BANNED_SUBNETS": "false",
+                "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_SUBNETS_EXCEPT_LOOPBACK),
                 "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
                 "LABEL_STUDIO_HOST": self.url,

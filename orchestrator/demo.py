@@ -65,13 +65,12 @@ def run_demo(
     project_id, created = client.get_or_create_project(title, config)
     print(("created" if created else "reusing") + f" project {project_id} '{title}'")
     client.ensure_local_storage(project_id, str(project_dir))
-    before = len(client.tasks(project_id))
-    tasks = import_images(client, project_id, config, staged, server.files_root)
+    report = import_images(client, project_id, config, staged, server.files_root)
     return DemoResult(
         url=url,
         project_id=project_id,
-        n_tasks=len(tasks),
-        n_new=len(client.tasks(project_id)) - before,
+        n_tasks=len(report.task_ids),
+        n_new=len(report.new),
         username=server.login.username,
         password=server.login.password,
     )

@@ -60,15 +60,23 @@ def stage_images(samples: Sequence[Sample], project_dir: Path) -> list[StagedIma
     return staged
 
 
+@dataclass(frozen=True)
+class ImportReport:
+    """Task id of every staged image, and which images got a new task in this run."""
+
+    task_ids: dict[str, int]
+    new: list[str]
+
+
 def import_images(
     client: LabelStudioClient,
     project_id: int,
     config: BrushConfig,
     staged: Sequence[StagedImage],
     files_root: Path,
-) -> dict[str, int]:
-    """Create one task per staged image that has none yet; returns image id -> task id for all."""
-    known = {t["data"].get("raw"): t["id"] for t in client.tasks(project_id)}
+) -> ImportReport:
+    """Create one task per staged image that has none yet (matched on ``data.raw``)."""
+    known = {t["data"].get("raw"): int(t["id"]) for t in client.tasks(project_id)}
     new = [s for s in staged if local_files_url(s.raw, files_root) not in known]
     tasks = [
         {
@@ -80,6 +88,10 @@ def import_images(
         }
         for s in new
     ]
-    client.import_tasks(project_id, tasks)
-    by_raw = {t["data"].get("raw"): t["id"] for t in client.tasks(project_id)}
-    return {s.id: int(by_raw[local_files_url(s.raw, files_root)]) for s in staged}
+    # Label Studio creates the tasks in request order and returns their ids in that order.
+    for s, task_id in zip(new, client.import_tasks(project_id, tasks), strict=True):
+        known[local_files_url(s.raw, files_root)] = task_id
+    return ImportReport(
+        task_ids={s.id: known[local_files_url(s.raw, files_root)] for s in staged},
+        new=[s.id for s in new],
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import requests
@@ -32,14 +34,17 @@ def test_ground_truth_round_trips_through_label_studio(
     project_dir = label_studio.files_root / "round-trip"
     staged = stage_images(samples, project_dir)
     ls_client.ensure_local_storage(project_id, str(project_dir))
-    task_ids = import_images(ls_client, project_id, CONFIG, staged, label_studio.files_root)
-    assert len(task_ids) == 5
+    report = import_images(ls_client, project_id, CONFIG, staged, label_studio.files_root)
+    task_ids = report.task_ids
+    assert len(task_ids) == 5 and report.new == [s.id for s in samples]
+    for sample in samples:  # ids returned by the import belong to the right images
+        assert ls_client.task(task_ids[sample.id])["data"]["name"] == sample.id
 
     for sample in samples:
         labels = read_label_image(sample.label)
         result = labels_to_results(labels, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
         ls_client.create_prediction(
-            task_ids[sample.id], result, model_version="ground-truth", score=0.5, config=CONFIG
+            task_ids[sample.id], result, model_version="ground-truth", config=CONFIG, score=0.5
         )
 
     # read back per task and in the task list; decode and compare pixel for pixel
@@ -89,7 +94,8 @@ def test_reimport_adds_only_new_images(
     first = import_images(ls_client, project_id, CONFIG, staged[:3], root)
     again = import_images(ls_client, project_id, CONFIG, staged, root)
     assert len(ls_client.tasks(project_id)) == 4
-    assert all(again[k] == v for k, v in first.items())
+    assert len(first.new) == 3 and again.new == [staged[3].id]
+    assert all(again.task_ids[k] == v for k, v in first.task_ids.items())
     assert ls_client.get_or_create_project("reimport", CONFIG) == (project_id, False)
     assert ls_client.ensure_local_storage(project_id, str(project_dir)) == ls_client.ensure_local_storage(
         project_id, str(project_dir)
@@ -132,3 +138,24 @@ def test_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         LabelStudioClient()
     with pytest.raises(LabelStudioError, match="set LABEL_STUDIO_API_KEY"):
         LabelStudioClient("http://127.0.0.1:1")
+
+
+def test_loopback_webhooks_and_ml_backends_are_allowed(ls_client: LabelStudioClient, recorder) -> None:
+    """The test server relaxes SSRF guards for 127.0.0.1 only; both kinds of call get through."""
+    project_id, _ = ls_client.get_or_create_project("loopback", CONFIG)
+    sdk = ls_client._sdk
+    backend = sdk.ml.create(url=recorder.url, project=project_id, title="recorder", is_interactive=False)
+    assert backend.state == "CO"
+    assert ("GET", "/health", {}) in recorder.requests
+    assert any(path == "/setup" for _, path, _ in recorder.requests)
+
+    sdk.webhooks.create(url=f"{recorder.url}/hook", project=project_id, send_payload=True,
+                        send_for_all_actions=False, actions=["TASKS_CREATED"])  # fmt: skip
+    ls_client.import_tasks(project_id, [{"data": {"image": "/data/local-files/?d=none.png"}}])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        hooks = [body for _, path, body in recorder.requests if path == "/hook"]
+        if hooks:
+            break
+        time.sleep(0.2)
+    assert hooks and hooks[0]["action"] == "TASKS_CREATED"
