@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from tqdm import tqdm
 
 from activeseg.fsutil import atomic_write_text
 
@@ -160,8 +161,12 @@ class LabelStudioServer:
         )
         return r.status_code == 200 and r.json().get("email") == self.login.username
 
-    def start(self, timeout: float = 240.0) -> None:
-        """Start the server and wait until it answers with our token; raise on any failure."""
+    def start(self, timeout: float = 240.0, progress: bool = False) -> None:
+        """Start the server and wait until it answers with our token; raise on any failure.
+
+        With ``progress`` a line on stderr counts the seconds, since a first start spends most
+        of a minute on database migrations.
+        """
         exe = self.venv / "bin" / "label-studio"
         if not exe.exists():
             raise LabelStudioServerError(
@@ -171,10 +176,11 @@ class LabelStudioServer:
             raise LabelStudioServerError(
                 f"port {self.port} on 127.0.0.1 is already in use; pick another port"
             )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
+        self._process = process = subprocess.Popen(
             [
                 str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1",
                 "--port", str(self.port), "--data-dir", str(self.data_dir),
@@ -185,20 +191,10 @@ class LabelStudioServer:
         )  # fmt: skip
         log.close()
         atomic_write_text(self.pid_path, str(self._process.pid))
-        deadline = started + timeout
-        while not self._healthy():
-            if self._process.poll() is not None:
-                self._forget()
-                raise LabelStudioServerError(
-                    f"Label Studio exited during start-up (code {self._process.returncode}); "
-                    f"see {self.log_path}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LabelStudioServerError(
-                    f"no answer from {self.url}/health/ after {timeout:.0f} s; see {self.log_path}"
-                )
-            time.sleep(0.5)
+        with tqdm(
+            desc="starting Label Studio", bar_format="{desc}: {elapsed}", disable=not progress
+        ) as ticker:
+            self._wait_healthy(process, started + timeout, ticker)
         if not self._token_accepted():
             self.stop()
             raise LabelStudioServerError(
@@ -208,6 +204,22 @@ class LabelStudioServer:
             )
         self.startup_seconds = time.monotonic() - started
         atomic_write_text(self.url_path, self.url)
+
+    def _wait_healthy(self, process: subprocess.Popen[bytes], deadline: float, ticker: tqdm) -> None:
+        while not self._healthy():
+            ticker.update(0)  # refreshes the elapsed time
+            code = process.poll()
+            if code is not None:
+                self._forget()
+                raise LabelStudioServerError(
+                    f"Label Studio exited during start-up (code {code}); see {self.log_path}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise LabelStudioServerError(
+                    f"no answer from {self.url}/health/ in time; stopped it; see {self.log_path}"
+                )
+            time.sleep(0.5)
 
     def _forget(self) -> None:
         self.pid_path.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from activeseg.datasets import BUNDLED_SAMPLE, read_dataset
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, load_label_config
 from activeseg.lsclient import LabelStudioClient
-from activeseg.lsserver import LabelStudioServer
+from activeseg.lsserver import LabelStudioServer, LabelStudioServerError, port_in_use
 from orchestrator.project_setup import import_images, stage_images
 
 DEFAULT_WORKSPACE = Path(".activeseg")
@@ -54,8 +54,12 @@ def run_demo(
     staged = stage_images(samples, project_dir)
     url = server.running_url()
     if url is None:
+        if port_in_use(server.port):
+            raise LabelStudioServerError(
+                f"port {server.port} on 127.0.0.1 is taken by another program; choose one with --port"
+            )
         print(f"starting Label Studio on {server.url} (the first start migrates a database) ...")
-        server.start()
+        server.start(progress=True)
         url = server.url
         print(f"Label Studio is up after {server.startup_seconds:.0f} s")
     else:
