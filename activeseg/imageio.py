@@ -7,8 +7,10 @@ PNG of the same pixel size; the two stay aligned pixel for pixel.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -26,7 +28,7 @@ class ImageReadError(ValueError):
     """An image file that cannot be used; the message names the file and says why."""
 
 
-def _fail(path: Path, why: str) -> ImageReadError:
+def _fail(path: Path | str, why: str) -> ImageReadError:
     return ImageReadError(f"{path}: {why}")
 
 
@@ -35,9 +37,9 @@ def is_supported_image(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def _read_png(path: Path) -> np.ndarray:
+def _read_png(source: Path | BinaryIO, path: Path | str) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             if getattr(im, "n_frames", 1) > 1:
                 raise _fail(path, "animated or multi-frame PNG is not supported yet")
             im.load()
@@ -50,9 +52,9 @@ def _read_png(path: Path) -> np.ndarray:
         raise _fail(path, f"not a readable PNG ({exc})") from exc
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(source: Path | BinaryIO, path: Path | str) -> np.ndarray:
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(source) as tif:
             if len(tif.series) == 0:
                 raise _fail(path, "TIFF holds no image")
             series = tif.series[0]
@@ -84,11 +86,22 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise _fail(path, "no such file")
     if path.stat().st_size == 0:
         raise _fail(path, "file is empty (0 bytes)")
-    suffix = path.suffix.lower()
+    return _decode(path, path, path.suffix)
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Like :func:`read_image` for bytes fetched elsewhere; ``name`` gives the type and the errors' label."""
+    if not data:
+        raise _fail(name, "file is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, Path(name).suffix)
+
+
+def _decode(source: Path | BinaryIO, path: Path | str, suffix: str) -> np.ndarray:
+    suffix = suffix.lower()
     if suffix in PNG_SUFFIXES:
-        arr = _read_png(path)
+        arr = _read_png(source, path)
     elif suffix in TIFF_SUFFIXES:
-        arr = _read_tiff(path)
+        arr = _read_tiff(source, path)
     else:
         raise _fail(path, f"unsupported file type {suffix or '(none)'}; use PNG or TIFF")
     if arr.ndim == 3 and arr.shape[-1] == 1:

@@ -8,10 +8,13 @@ names the URL and says what to check. The API key is never put into a message.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
+import requests
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
@@ -23,6 +26,41 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 class LabelStudioError(RuntimeError):
     """A Label Studio call failed; the message is one line meant for the user."""
+
+
+class LabelStudioAuth:
+    """``Authorization`` headers for plain HTTP calls to Label Studio (e.g. image downloads).
+
+    A legacy token is sent as ``Token <key>``. A Personal Access Token (a JWT refresh token) is
+    exchanged at ``/api/token/refresh/`` for a short-lived access token, sent as ``Bearer``, and
+    renewed before it expires. Thread-safe.
+    """
+
+    ACCESS_TTL = 240.0  # Label Studio's access tokens live 300 s
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self.url = url.rstrip("/")
+        self._key = api_key
+        self._access: tuple[str, float] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_pat(self) -> bool:
+        return self._key.count(".") == 2
+
+    def headers(self) -> dict[str, str]:
+        if not self.is_pat:
+            return {"Authorization": f"Token {self._key}"}
+        with self._lock:
+            if self._access is None or self._access[1] < time.monotonic():
+                r = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._key}, timeout=10)
+                if r.status_code != 200:
+                    raise LabelStudioError(
+                        f"Label Studio at {self.url} rejected the Personal Access Token "
+                        f"(HTTP {r.status_code}); check LABEL_STUDIO_API_KEY"
+                    )
+                self._access = (r.json()["access"], time.monotonic() + self.ACCESS_TTL)
+            return {"Authorization": f"Bearer {self._access[0]}"}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

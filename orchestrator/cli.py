@@ -8,6 +8,7 @@ with status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,8 +19,17 @@ from activeseg.imageio import ImageReadError
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
 from activeseg.lsclient import LabelStudioError
 from activeseg.lsserver import LabelStudioServerError
+from ml_backend.config import PSEUDOLABELERS
+from ml_backend.pseudolabelers.base import ModelLoadError
 
-USER_ERRORS = (ImageReadError, DatasetError, LabelConfigError, LabelStudioError, LabelStudioServerError)
+USER_ERRORS = (
+    ImageReadError,
+    DatasetError,
+    LabelConfigError,
+    LabelStudioError,
+    LabelStudioServerError,
+    ModelLoadError,
+)
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -66,6 +76,36 @@ def _cmd_labelstudio(args: argparse.Namespace) -> int:
         return 3
     print(f"Label Studio is running at {url} (login {server.login.username})")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from ml_backend.app import create_app
+    from ml_backend.config import BackendConfig
+    from ml_backend.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = BackendConfig.from_env()
+    if args.pseudolabeler:
+        config = dataclasses.replace(config, pseudolabeler=args.pseudolabeler)
+    print(f"activeseg ML backend on http://{args.host}:{args.port}: {config.pseudolabeler} pseudo-labels,")
+    print(f"  cache and job records in {config.model_dir.resolve()}")
+    serve(create_app(config), args.host, args.port, threads=args.threads)
+    return 0
+
+
+def _cmd_prelabel(args: argparse.Namespace) -> int:
+    from orchestrator.prelabel import prelabel_project
+
+    report = prelabel_project(args.project, pseudolabeler=args.pseudolabeler, model_dir=args.model_dir)
+    print(
+        f"project {args.project}: {report.predicted} tasks pseudo-labelled under {report.model_version} "
+        f"({report.from_cache} from cache), {report.skipped} already had one, {len(report.errors)} failed"
+    )
+    for task_id, error in report.errors[:10]:
+        print(f"  task {task_id}: {error}", file=sys.stderr)
+    return 0 if not report.errors else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +155,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the Label Studio ML backend (SAM/classical pseudo-labels as pre-annotations)",
+        description=(
+            "Serve Label Studio's ML backend protocol (/health, /setup, /predict, /webhook, /versions). "
+            "Settings come from the environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (to download "
+            "task images), MODEL_DIR (cache and job records), BASIC_AUTH_USER/BASIC_AUTH_PASS (optional), "
+            "LOCAL_FILES_DOCUMENT_ROOT (read local-files images from disk), ACTIVESEG_PSEUDOLABELER, "
+            "ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9090, help="port (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=4, help="request threads (default: %(default)s)")
+    p.add_argument("--pseudolabeler", choices=PSEUDOLABELERS, help="overrides ACTIVESEG_PSEUDOLABELER")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "prelabel",
+        help="pseudo-label every task of a project that lacks a prediction of the current version",
+        description=(
+            "Pseudo-label each task without a prediction of the current pseudo-labeller version and upload "
+            "it through the API. Resumable: masks are cached under MODEL_DIR, and tasks already done are "
+            "skipped. Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY."
+        ),
+    )
+    p.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    p.add_argument(
+        "--pseudolabeler",
+        choices=PSEUDOLABELERS,
+        default=None,
+        help="default: ACTIVESEG_PSEUDOLABELER or classical",
+    )
+    p.add_argument(
+        "--model-dir", type=Path, default=None, help="cache folder (default: MODEL_DIR or ./model_dir)"
+    )
+    p.set_defaults(func=_cmd_prelabel)
 
     p = sub.add_parser("labelstudio", help="status or stop of the workspace's local Label Studio")
     p.add_argument("action", choices=["status", "stop"])

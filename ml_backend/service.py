@@ -1,0 +1,105 @@
+"""What ``/predict`` does, without Flask: tasks in, one Label Studio prediction (or error) per task.
+
+One pseudo-labeller per process, built on first use under a lock (no model at import time), so
+gunicorn workers and threads share it safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from activeseg.brush import labels_to_results
+from activeseg.imageio import ImageReadError, decode_image
+from activeseg.labelconfig import BrushConfig, LabelConfigError, parse_label_config
+from activeseg.lsclient import LabelStudioError
+from ml_backend.cache import PredictionCache, content_hash
+from ml_backend.config import BackendConfig
+from ml_backend.images import ImageFetchError, ImageSource, task_image_url
+from ml_backend.pseudolabelers import ModelLoadError, PseudoLabeler, Segmentation, build_pseudolabeler
+
+log = logging.getLogger(__name__)
+TASK_ERRORS = (ImageFetchError, ImageReadError, LabelStudioError, ModelLoadError, ValueError)
+
+
+class PredictionService:
+    def __init__(self, config: BackendConfig, labeler: PseudoLabeler | None = None) -> None:
+        self.config = config
+        self._labeler = labeler
+        self._lock = threading.Lock()
+        self.images = ImageSource(config.label_studio_url, config.api_key, config.local_files_root)
+        self.cache = PredictionCache(config.model_dir / "cache")
+
+    @property
+    def labeler(self) -> PseudoLabeler:
+        if self._labeler is None:
+            with self._lock:
+                if self._labeler is None:
+                    self._labeler = build_pseudolabeler(
+                        self.config.pseudolabeler, self.config.sam_checkpoint, self.config.sam_type
+                    )
+        return self._labeler
+
+    @property
+    def model_version(self) -> str:
+        return self.labeler.version
+
+    def warm_up(self) -> None:
+        """Load the weights in the background, so the first /predict does not pay for it."""
+
+        def load() -> None:
+            try:
+                self.labeler.load()
+            except ModelLoadError as exc:
+                log.error("cannot load the pseudo-labeller: %s", exc)
+
+        threading.Thread(target=load, name="warm-up", daemon=True).start()
+
+    def segment_bytes(self, data: bytes, name: str) -> tuple[Segmentation, bool]:
+        """Instances of an encoded image, and whether they came from the cache."""
+        key = content_hash(data)
+        version = self.model_version
+        cached = self.cache.get(version, key)
+        if cached is not None:
+            return cached, True
+        image = decode_image(data, name)
+        pixels = image.shape[0] * image.shape[1]
+        if pixels > self.config.max_pixels:
+            raise ValueError(
+                f"{name}: {image.shape[1]}x{image.shape[0]} is larger than the {self.config.max_pixels:,} "
+                "pixels this backend accepts (ACTIVESEG_MAX_PIXELS)"
+            )
+        seg = self.labeler.segment(image)
+        self.cache.put(version, key, seg)
+        return seg, False
+
+    def predict_task(self, task: dict[str, Any], config: BrushConfig) -> tuple[dict[str, Any], bool]:
+        """The task's prediction (validated against ``config``) and whether it came from the cache."""
+        image = self.images.fetch(task_image_url(task, config.image_key))
+        seg, cached = self.segment_bytes(image.data, image.name)
+        result = labels_to_results(
+            seg.labels.astype(np.uint32), config.from_name, config.to_name, config.label, seg.instance_scores
+        )
+        prediction = {"result": result, "score": round(seg.score, 4), "model_version": self.model_version}
+        config.validate_prediction(prediction)
+        return prediction, cached
+
+    def predict(self, tasks: list[dict[str, Any]], label_config: str) -> list[dict[str, Any]]:
+        """One entry per task, in order. A task that fails gets ``{"error": ...}`` and no
+        ``result``: Label Studio logs and skips it instead of storing an empty prediction."""
+        try:
+            config = parse_label_config(label_config)
+        except LabelConfigError as exc:
+            log.warning("predict refused: %s", exc)
+            return [{"error": str(exc)} for _ in tasks]
+        out = []
+        for task in tasks:
+            try:
+                out.append(self.predict_task(task, config)[0])
+            except TASK_ERRORS as exc:
+                log.warning("task %s: %s", task.get("id"), exc)
+                out.append({"error": f"task {task.get('id')}: {exc}"})
+        return out
