@@ -107,3 +107,20 @@ def recorder() -> Iterator[Recorder]:
     rec = Recorder()
     yield rec
     rec.close()
+
+
+class ThreadedServer:
+    """A WSGI app served on a free port of 127.0.0.1 from a background thread."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()

@@ -1,0 +1,214 @@
+"""The ML backend's HTTP protocol, image rules, cache and job records (Flask test client and a
+threaded server; the real Label Studio tests are in test_ml_backend_labelstudio.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tifffile
+from conftest import ThreadedServer
+
+from activeseg.brush import results_to_labels
+from activeseg.datasets import read_dataset
+from activeseg.imageio import read_image, write_png
+from activeseg.labelconfig import load_label_config
+from ml_backend.app import create_app
+from ml_backend.cache import PredictionCache
+from ml_backend.config import BackendConfig
+from ml_backend.images import ImageFetchError, ImageSource
+from ml_backend.pseudolabelers import Segmentation
+from ml_backend.pseudolabelers.classical import ClassicalLabeler
+from ml_backend.service import PredictionService
+
+CONFIG_XML = load_label_config().xml
+
+
+@pytest.fixture
+def files(tmp_path: Path, sample_dir: Path) -> Path:
+    """A local-files root with a real image, the edge cases, and a file outside the root."""
+    root = tmp_path / "root"
+    (root / "imgs").mkdir(parents=True)
+    first = read_dataset(sample_dir)[0]
+    shutil.copyfile(first.image, root / "imgs" / "nuclei.png")
+    raw = read_image(first.image)[..., 0]
+    tifffile.imwrite(root / "imgs" / "nuclei16.tif", (raw.astype(np.uint16) * 40))  # 16-bit, dim
+    write_png(np.zeros((50, 60), np.uint8), root / "imgs" / "zeros.png")
+    write_png(np.full((8, 8), 9, np.uint8), root / "imgs" / "tiny.png")
+    (root / "imgs" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "secret.png").write_bytes((root / "imgs" / "tiny.png").read_bytes())
+    return root
+
+
+def local(name: str) -> str:
+    return f"/data/local-files/?d=imgs/{name}"
+
+
+@pytest.fixture
+def config(tmp_path: Path, files: Path) -> BackendConfig:
+    return BackendConfig(model_dir=tmp_path / "model_dir", local_files_root=files)
+
+
+def predict(client, names: list[str], label_config: str = CONFIG_XML) -> list[dict]:
+    tasks = [{"id": i + 1, "data": {"image": local(n)}} for i, n in enumerate(names)]
+    r = client.post("/predict", json={"tasks": tasks, "label_config": label_config, "project": "1.1"})
+    assert r.status_code == 200
+    return r.get_json()["results"]
+
+
+def test_health_setup_versions(config: BackendConfig) -> None:
+    client = create_app(config).test_client()
+    assert client.get("/health").get_json()["status"] == "UP"
+    version = client.post("/setup", json={"project": "1.1", "schema": CONFIG_XML}).get_json()["model_version"]
+    assert version == ClassicalLabeler().version
+    assert client.get("/versions").get_json() == {"versions": [version]}
+
+
+def test_predict_batch_with_bad_and_odd_inputs(config: BackendConfig, files: Path) -> None:
+    client = create_app(config).test_client()
+    names = [
+        "nuclei.png",
+        "corrupt.png",
+        "nuclei16.tif",
+        "zeros.png",
+        "tiny.png",
+        "../../secret.png",
+        "none.png",
+    ]
+    results = predict(client, names)
+    assert len(results) == len(names)
+    good, corrupt, tif16, zeros, tiny, escape, missing = results
+    # a real image: one region per instance, decoding to the labeller's own masks
+    expected = ClassicalLabeler().segment(read_image(files / "imgs" / "nuclei.png"))
+    assert len(good["result"]) == expected.n_instances > 5
+    np.testing.assert_array_equal(results_to_labels(good["result"], *expected.labels.shape), expected.labels)
+    assert good["model_version"] == ClassicalLabeler().version and 0 <= good["score"] <= 1
+    # 16-bit TIFF is read with its raw values and segmented too
+    assert len(tif16["result"]) > 5
+    # empty and tiny images are correct, empty results; failures are per-task errors
+    assert zeros["result"] == [] and tiny["result"] == []
+    assert "result" not in corrupt and "corrupt.png: not a readable PNG" in corrupt["error"]
+    assert "outside the local-files root" in escape["error"]
+    assert "cannot read local file" in missing["error"]
+
+
+def test_large_image_and_pixel_limit(config: BackendConfig, files: Path) -> None:
+    write_png(np.zeros((4100, 4100), np.uint8), files / "imgs" / "big.png")
+    client = create_app(config).test_client()
+    (big,) = predict(client, ["big.png"])
+    assert big["result"] == []  # larger than 4096^2 and still answered
+    small_limit = create_app(
+        BackendConfig(model_dir=config.model_dir, local_files_root=files, max_pixels=1000)
+    )
+    (refused,) = predict(small_limit.test_client(), ["nuclei.png"])
+    assert "ACTIVESEG_MAX_PIXELS" in refused["error"]
+
+
+def test_label_config_without_brushlabels(config: BackendConfig) -> None:
+    boxes = (
+        '<View><Image name="image" value="$image"/>'
+        '<RectangleLabels name="b" toName="image"><Label value="C"/></RectangleLabels></View>'
+    )
+    results = predict(create_app(config).test_client(), ["nuclei.png", "tiny.png"], boxes)
+    assert [("no <BrushLabels>" in r["error"]) for r in results] == [True, True]
+
+
+def test_bad_predict_body(config: BackendConfig) -> None:
+    r = create_app(config).test_client().post("/predict", json={"nothing": 1})
+    assert r.status_code == 400
+
+
+def test_webhook_records_jobs_durably(config: BackendConfig) -> None:
+    client = create_app(config).test_client()
+    r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
+    assert r.status_code == 201
+    job_id = r.get_json()["job"]
+    record = json.loads((config.model_dir / "jobs" / f"{job_id}.json").read_text())
+    assert record["kind"] == "START_TRAINING" and record["status"] == "queued"
+    assert record["payload"]["project"]["id"] == 3
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {"id": 1}})
+    assert r.status_code == 201
+    r = client.post("/webhook", json={"action": "PROJECT_UPDATED"})
+    assert r.status_code == 200 and r.get_json()["status"] == "ignored"
+    assert len(list((config.model_dir / "jobs").glob("*.json"))) == 2
+
+
+def test_basic_auth(config: BackendConfig) -> None:
+    client = create_app(replace(config, basic_auth=("ls", "s3cret"))).test_client()
+    assert client.get("/health").status_code == 401
+    assert client.get("/health", auth=("ls", "wrong")).status_code == 401
+    assert client.get("/health", auth=("ls", "s3cret")).status_code == 200
+    assert client.post("/predict", json={"tasks": []}, auth=("ls", "s3cret")).status_code == 200
+
+
+def test_cache_makes_repeats_a_disk_read(config: BackendConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = PredictionService(config)
+    client = create_app(config, service).test_client()
+    first = predict(client, ["nuclei.png"])[0]
+    entries = list((config.model_dir / "cache").rglob("*.npz"))
+    assert len(entries) == 1
+
+    def fail(image: np.ndarray) -> Segmentation:
+        raise AssertionError("segmented again instead of reading the cache")
+
+    monkeypatch.setattr(service.labeler, "segment", fail)
+    assert predict(client, ["nuclei.png"])[0] == first
+    entries[0].write_bytes(b"damaged")  # a damaged entry is recomputed, not served
+    monkeypatch.undo()
+    assert predict(client, ["nuclei.png"])[0] == first
+
+
+def test_cache_round_trip(tmp_path: Path) -> None:
+    cache = PredictionCache(tmp_path)
+    seg = Segmentation(np.arange(12, dtype=np.uint32).reshape(3, 4) % 3, {1: 0.5, 2: 0.25})
+    assert cache.get("v1", "ab" * 32) is None
+    cache.put("v1", "ab" * 32, seg)
+    back = cache.get("v1", "ab" * 32)
+    assert back is not None and back.instance_scores == seg.instance_scores
+    np.testing.assert_array_equal(back.labels, seg.labels)
+    assert cache.get("v2", "ab" * 32) is None
+
+
+def test_image_source_refuses_other_hosts_and_needs_credentials(files: Path) -> None:
+    src = ImageSource("http://127.0.0.1:8080", "token-123", files)
+    # refused before any connection is tried (other loopback addresses stand in for other hosts)
+    with pytest.raises(ImageFetchError, match=r"127\.0\.0\.2:8080 is not the Label Studio host"):
+        src.fetch("http://127.0.0.2:8080/data/upload/1/x.png")
+    with pytest.raises(ImageFetchError, match="not the Label Studio host"):
+        src.fetch("//127.0.0.1:9/x.png")
+    assert src.fetch(local("tiny.png")).name == "tiny.png"
+    with pytest.raises(ImageFetchError, match="set LABEL_STUDIO_URL"):
+        ImageSource(None, None).fetch("/data/upload/1/x.png")
+    with pytest.raises(ImageFetchError, match="set LABEL_STUDIO_API_KEY"):
+        ImageSource("http://127.0.0.1:1", None).fetch("/data/upload/1/x.png")
+
+
+@pytest.mark.slow
+def test_concurrent_predictions(config: BackendConfig) -> None:
+    """8 threads x 20 requests against a threaded server: every answer complete and identical."""
+    server = ThreadedServer(create_app(config))
+    tasks = [
+        {"id": 1, "data": {"image": local("nuclei.png")}},
+        {"id": 2, "data": {"image": local("tiny.png")}},
+    ]
+
+    def call(_: int) -> list:
+        r = requests.post(
+            f"{server.url}/predict", json={"tasks": tasks, "label_config": CONFIG_XML}, timeout=60
+        )
+        r.raise_for_status()
+        return r.json()["results"]
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(160)))
+    finally:
+        server.close()
+    assert len(answers) == 160
+    assert all(a == answers[0] for a in answers) and len(answers[0][0]["result"]) > 5
