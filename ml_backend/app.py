@@ -70,7 +70,8 @@ def create_app(config: BackendConfig | None = None, service: PredictionService |
         if not isinstance(tasks, list):
             return jsonify({"error": "body must be JSON with a 'tasks' list"}), 400
         label_config = body.get("label_config") or ""
-        results = service.predict(tasks, label_config)
+        context = body.get("context") or (body.get("params") or {}).get("context")
+        results = service.predict(tasks, label_config, context)
         return jsonify({"results": results, "model_version": _version_or_none(service)})
 
     @app.post("/webhook")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,9 @@ from activeseg.lsclient import LabelStudioError
 from ml_backend.cache import PredictionCache, content_hash
 from ml_backend.config import BackendConfig
 from ml_backend.images import ImageFetchError, ImageSource, task_image_url
+from ml_backend.interactive import InteractiveSegmenter, Prompt, parse_context
 from ml_backend.pseudolabelers import ModelLoadError, PseudoLabeler, Segmentation, build_pseudolabeler
+from ml_backend.pseudolabelers.sam_models import checkpoint_id, load_litemedsam, load_sam_checkpoint
 
 log = logging.getLogger(__name__)
 TASK_ERRORS = (ImageFetchError, ImageReadError, LabelStudioError, ModelLoadError, ValueError)
@@ -29,6 +32,7 @@ class PredictionService:
     def __init__(self, config: BackendConfig, labeler: PseudoLabeler | None = None) -> None:
         self.config = config
         self._labeler = labeler
+        self._interactive: InteractiveSegmenter | None = None
         self._lock = threading.Lock()
         self.images = ImageSource(config.label_studio_url, config.api_key, config.local_files_root)
         self.cache = PredictionCache(config.model_dir / "cache")
@@ -87,14 +91,54 @@ class PredictionService:
         config.validate_prediction(prediction)
         return prediction, cached
 
-    def predict(self, tasks: list[dict[str, Any]], label_config: str) -> list[dict[str, Any]]:
+    @property
+    def interactive(self) -> InteractiveSegmenter:
+        """SAM for smart-tool prompts: the configured SAM checkpoint, else LiteMedSAM."""
+        if self._interactive is None:
+            with self._lock:
+                if self._interactive is None:
+                    checkpoint, sam_type = self.config.sam_checkpoint, self.config.sam_type
+                    if checkpoint is not None:
+                        load = partial(load_sam_checkpoint, checkpoint, sam_type)
+                        self._interactive = InteractiveSegmenter(
+                            load, f"{sam_type}:{checkpoint_id(checkpoint)}"
+                        )
+                    else:
+                        self._interactive = InteractiveSegmenter(load_litemedsam, "litemedsam")
+        return self._interactive
+
+    def predict_interactive(
+        self, task: dict[str, Any], config: BrushConfig, prompt: Prompt
+    ) -> dict[str, Any]:
+        """One new brush region for a smart-tool prompt; the task's other regions stay as they are."""
+        fetched = self.images.fetch(task_image_url(task, config.image_key))
+        image = decode_image(fetched.data, fetched.name)
+        segmenter = self.interactive
+        region = segmenter.region(
+            f"{segmenter.weights_id}:{content_hash(fetched.data)}", image, prompt, config
+        )
+        prediction = {"result": [region], "score": region["score"], "model_version": self.model_version}
+        config.validate_prediction(prediction)
+        return prediction
+
+    def predict(
+        self, tasks: list[dict[str, Any]], label_config: str, context: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """One entry per task, in order. A task that fails gets ``{"error": ...}`` and no
-        ``result``: Label Studio logs and skips it instead of storing an empty prediction."""
+        ``result``: Label Studio logs and skips it instead of storing an empty prediction.
+        With a smart-tool ``context``, the answer is the prompt's mask for the (single) task."""
         try:
             config = parse_label_config(label_config)
         except LabelConfigError as exc:
             log.warning("predict refused: %s", exc)
             return [{"error": str(exc)} for _ in tasks]
+        prompt = parse_context(context)
+        if prompt is not None and tasks:
+            try:
+                return [self.predict_interactive(tasks[0], config, prompt)]
+            except TASK_ERRORS as exc:
+                log.warning("interactive task %s: %s", tasks[0].get("id"), exc)
+                return [{"error": f"task {tasks[0].get('id')}: {exc}"}]
         out = []
         for task in tasks:
             try:

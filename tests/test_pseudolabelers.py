@@ -13,7 +13,7 @@ from activeseg.imageio import read_image, read_label_image
 from activeseg.metrics import score_dataset
 from ml_backend.pseudolabelers import ModelLoadError, build_pseudolabeler
 from ml_backend.pseudolabelers.classical import ClassicalLabeler, ClassicalSettings
-from ml_backend.pseudolabelers.postprocess import masks_to_labels
+from ml_backend.pseudolabelers.postprocess import full_crop, masks_to_labels
 from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler, detector_boxes, sam_rgb
 from ml_backend.pseudolabelers.sam_models import build_tiny_sam, load_sam_checkpoint
 
@@ -60,14 +60,18 @@ def test_postprocess_resolves_overlaps_specks_holes_and_background() -> None:
     speck = np.zeros(shape, bool)
     speck[35, 35] = True
     huge = np.ones(shape, bool)
-    labels, scores = masks_to_labels([low, high, speck, huge], [0.2, 0.9, 0.99, 1.0], shape, min_area=5)
+    labels, scores = masks_to_labels(
+        [full_crop(m) for m in (low, high, speck, huge)], [0.2, 0.9, 0.99, 1.0], shape, min_area=5
+    )
     assert set(np.unique(labels)) == {0, 1, 2}
     assert scores == {1: 0.2, 2: 0.9}
     assert labels[12, 12] == 2 and labels[6, 6] == 1  # the higher score wins the overlap
     assert labels[16, 16] == 2  # hole filled
     fg = np.zeros(shape, bool)
     fg[10:25, 10:25] = True
-    labels, _ = masks_to_labels([low, high], [0.2, 0.9], shape, min_area=5, foreground=fg)
+    labels, _ = masks_to_labels(
+        [full_crop(low), full_crop(high)], [0.2, 0.9], shape, min_area=5, foreground=fg
+    )
     assert set(np.unique(labels)) == {0, 1}  # "low" lies mostly on background
 
 
@@ -131,3 +135,22 @@ def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
         load_sam_checkpoint(tiny, "vit_x")
     with pytest.raises(ValueError, match="unknown pseudo-labeller"):
         build_pseudolabeler("magic")
+
+
+def test_tiles_cover_every_box_once_and_keep_cells_whole(sample) -> None:
+    lab = SamBoxLabeler(build_tiny_sam, weights_id="tiny", tile_size=128, tile_overlap=48)
+    img = np.tile(sample[0][0], (2, 3, 1))[:400, :700]  # a larger field of real nuclei
+    boxes = detector_boxes(lab.detector.segment(img).labels, lab.margin)
+    tiles = lab._tiles(img.shape[:2], boxes)
+    assert len(tiles) > 4
+    members = np.concatenate([m for _, m in tiles])
+    assert sorted(members.tolist()) == list(range(len(boxes)))  # each box answered by one tile
+    for (r0, c0, r1, c1), m in tiles:
+        assert r1 - r0 <= 128 and c1 - c0 <= 128
+        small = (boxes[m, 2] - boxes[m, 0] < 48) & (boxes[m, 3] - boxes[m, 1] < 48)
+        inside = (boxes[m, 0] >= c0) & (boxes[m, 1] >= r0) & (boxes[m, 2] <= c1) & (boxes[m, 3] <= r1)
+        assert inside[small].all()  # a cell smaller than the overlap is never cut by its tile
+    seg = lab.segment(img)
+    assert seg.labels.shape == img.shape[:2]
+    whole = SamBoxLabeler(build_tiny_sam, weights_id="tiny", tile_size=None)
+    assert whole._tiles(img.shape[:2], boxes)[0][0] == (0, 0, 400, 700)

@@ -46,8 +46,10 @@ def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str
         if not checkpoint.is_file():
             raise ModelLoadError(f"SAM checkpoint {checkpoint} does not exist")
         load = partial(load_sam_checkpoint, checkpoint, sam_type)
-        cls = SamBoxLabeler if name == "sam-box" else SamAutoLabeler
-        return cls(load, weights_id=f"{sam_type}:{checkpoint_id(checkpoint)}", name=name)
+        weights_id = f"{sam_type}:{checkpoint_id(checkpoint)}"
+        if name == "sam-box":  # SAM sees 1024 px: larger fields are tiled instead of shrunk
+            return SamBoxLabeler(load, weights_id=weights_id, name=name, tile_size=1024)
+        return SamAutoLabeler(load, weights_id=weights_id, name=name)
     raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
 
 

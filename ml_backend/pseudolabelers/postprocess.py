@@ -7,9 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+#: a mask given as the window it lives in and its pixels there
+MaskCrop = tuple[tuple[slice, slice], np.ndarray]
+
+
+def full_crop(mask: np.ndarray) -> MaskCrop:
+    """A whole-image mask as a crop."""
+    return (slice(0, mask.shape[0]), slice(0, mask.shape[1])), mask
+
 
 def masks_to_labels(
-    masks: Sequence[np.ndarray],
+    crops: Sequence[MaskCrop],
     scores: Sequence[float],
     shape: tuple[int, int],
     min_area: int = 15,
@@ -19,23 +27,25 @@ def masks_to_labels(
 ) -> tuple[np.ndarray, dict[int, float]]:
     """Resolve possibly overlapping boolean masks into a label image with per-instance scores.
 
-    Masks covering more than ``max_fraction`` of the image are dropped, and so are masks lying
-    mostly on background when a ``foreground`` estimate is given. Where masks overlap, the
-    higher score wins. Each instance then keeps its largest connected part with holes filled;
-    parts under ``min_area`` pixels are dropped. Ids are 1..N in the order of the input masks.
+    Masks come as crops (window, pixels) so that hundreds of cells on a large image never need
+    hundreds of full-size arrays. Masks covering more than ``max_fraction`` of the image are
+    dropped, and so are masks lying mostly on background when a ``foreground`` estimate is given.
+    Where masks overlap, the higher score wins. Each instance then keeps its largest connected
+    part with holes filled; parts under ``min_area`` pixels are dropped. Ids are 1..N in the
+    order of the input masks.
     """
     total = shape[0] * shape[1]
     order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")  # low first: high wins
-    canvas = np.zeros(shape, dtype=np.int64)  # index + 1 into masks
+    canvas = np.zeros(shape, dtype=np.int64)  # index + 1 into crops
     for i in order:
-        mask = masks[i]
+        window, mask = crops[i]
         area = int(mask.sum())
         if area == 0 or area > max_fraction * total:
             continue
-        if foreground is not None and foreground[mask].mean() < min_foreground_overlap:
+        if foreground is not None and foreground[window][mask].mean() < min_foreground_overlap:
             continue
-        canvas[mask] = i + 1
-    return relabel_clean(canvas, {i + 1: float(scores[i]) for i in range(len(masks))}, min_area)
+        canvas[window][mask] = i + 1
+    return relabel_clean(canvas, {i + 1: float(scores[i]) for i in range(len(crops))}, min_area)
 
 
 def relabel_clean(

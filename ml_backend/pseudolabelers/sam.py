@@ -20,13 +20,23 @@ from skimage.transform import resize
 from activeseg.imageio import to_display
 from ml_backend.pseudolabelers.base import PseudoLabeler, Segmentation
 from ml_backend.pseudolabelers.classical import ClassicalLabeler
-from ml_backend.pseudolabelers.postprocess import masks_to_labels
+from ml_backend.pseudolabelers.postprocess import MaskCrop, full_crop, masks_to_labels
 
 
 def sam_rgb(image: np.ndarray) -> np.ndarray:
     """The uint8 HxWx3 image SAM is given: the display stretch, grey repeated to three channels."""
     disp = to_display(image)
     return np.repeat(disp[..., None], 3, axis=2) if disp.ndim == 2 else disp
+
+
+def _around(box: np.ndarray, shape: tuple[int, int], grow: float = 0.5) -> tuple[slice, slice]:
+    """The window a box's mask is kept in: the box grown by half its size, clipped."""
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * grow, (y1 - y0) * grow
+    return (
+        slice(max(int(y0 - dy), 0), min(int(np.ceil(y1 + dy)), shape[0])),
+        slice(max(int(x0 - dx), 0), min(int(np.ceil(x1 + dx)), shape[1])),
+    )
 
 
 def detector_boxes(labels: np.ndarray, margin: int) -> np.ndarray:
@@ -42,8 +52,10 @@ def detector_boxes(labels: np.ndarray, margin: int) -> np.ndarray:
 class SamBoxLabeler(PseudoLabeler):
     """The classical detector finds the cells; SAM redraws each one from its box.
 
-    All boxes of an image go through SAM's mask decoder in batches (one image embedding), which
-    is several times faster than one ``SamPredictor.predict`` call per box.
+    The image is embedded once and the boxes go through SAM's mask decoder in small batches.
+    On CPU, batching saves little: the decoder's two-way transformer updates all 64x64 image
+    tokens for every prompt, so its cost grows with the number of boxes either way
+    (``benchmarks/pseudolabels.py`` measures both).
     """
 
     def __init__(
@@ -53,12 +65,15 @@ class SamBoxLabeler(PseudoLabeler):
         name: str = "sam-box",
         detector: ClassicalLabeler | None = None,
         margin: int = 2,
-        batch_size: int = 32,
+        batch_size: int = 4,
         min_area: int = 15,
+        tile_size: int | None = None,
+        tile_overlap: int = 128,
     ) -> None:
         self.name = name
         self.detector = detector or ClassicalLabeler()
         self.margin, self.batch_size, self.min_area = margin, batch_size, min_area
+        self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.weights_id = weights_id
         self._load_model = load_model
         self._predictor_: SamPredictor | None = None
@@ -81,6 +96,8 @@ class SamBoxLabeler(PseudoLabeler):
             "detector": self.detector.settings(),
             "margin": self.margin,
             "min_area": self.min_area,
+            "tile_size": self.tile_size,
+            "tile_overlap": self.tile_overlap,
         }
 
     def segment(self, image: np.ndarray) -> Segmentation:
@@ -88,13 +105,51 @@ class SamBoxLabeler(PseudoLabeler):
         boxes = detector_boxes(det.labels, self.margin)
         if len(boxes) == 0:
             return det
+        rgb = sam_rgb(image)
+        crops: list[MaskCrop] = []
+        scores: list[float] = []
         with self._lock:
-            self._predictor.set_image(sam_rgb(image))
-            masks, ious = self.predict_boxes(boxes)
-        labels, scores = masks_to_labels(
-            list(masks), list(ious), det.labels.shape, min_area=self.min_area, foreground=det.labels > 0
+            for (r0, c0, r1, c1), members in self._tiles(rgb.shape[:2], boxes):
+                self._predictor.set_image(np.ascontiguousarray(rgb[r0:r1, c0:c1]))
+                local = boxes[members] - np.array([c0, r0, c0, r0], dtype=np.float32)
+                masks, ious = self.predict_boxes(local)
+                for box, mask, iou in zip(local, masks, ious, strict=True):
+                    rows, cols = _around(box, mask.shape)
+                    shifted = (slice(rows.start + r0, rows.stop + r0), slice(cols.start + c0, cols.stop + c0))
+                    crops.append((shifted, mask[rows, cols]))
+                    scores.append(float(iou))
+        labels, inst_scores = masks_to_labels(
+            crops, scores, det.labels.shape, min_area=self.min_area, foreground=det.labels > 0
         )
-        return Segmentation(labels, scores)
+        return Segmentation(labels, inst_scores)
+
+    def _tiles(
+        self, shape: tuple[int, int], boxes: np.ndarray
+    ) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+        """Overlapping tiles (r0, c0, r1, c1) and the boxes each one answers.
+
+        Without ``tile_size`` (or for a small image) the whole image is one tile. Otherwise every
+        box goes to the tile in which it sits farthest from the edges, so a cell on a tile border
+        is segmented whole by the neighbouring tile: no instance is ever split or merged.
+        """
+        h, w = shape
+        t = self.tile_size
+        if t is None or max(h, w) <= t:
+            return [((0, 0, h, w), np.arange(len(boxes)))]
+        step = max(t - self.tile_overlap, 1)
+
+        def starts(n: int) -> list[int]:
+            return sorted({*range(0, max(n - t, 0) + 1, step), max(n - t, 0)})
+
+        tiles = [(r, c, min(r + t, h), min(c + t, w)) for r in starts(h) for c in starts(w)]
+        tb = np.array(tiles, dtype=np.float32)  # (T, 4) as r0, c0, r1, c1
+        # distance of each box to each tile's edges (negative: sticks out)
+        slack = np.minimum.reduce([
+            boxes[None, :, 0] - tb[:, None, 1], boxes[None, :, 1] - tb[:, None, 0],
+            tb[:, None, 3] - boxes[None, :, 2], tb[:, None, 2] - boxes[None, :, 3],
+        ])  # fmt: skip
+        best = np.argmax(slack, axis=0)
+        return [(tile, np.flatnonzero(best == k)) for k, tile in enumerate(tiles) if (best == k).any()]
 
     @torch.inference_mode()
     def predict_boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +235,7 @@ class SamAutoLabeler(PseudoLabeler):
         )
         with self._lock, torch.inference_mode():
             found = self._generator.generate(small.astype(np.uint8))
-        masks = [self._full_size(m["segmentation"], (h, w)) for m in found]
+        masks = [full_crop(self._full_size(m["segmentation"], (h, w))) for m in found]
         scores = [float(m["predicted_iou"]) * float(m["stability_score"]) for m in found]
         _, fg = self._foreground.foreground(image)
         labels, inst_scores = masks_to_labels(

