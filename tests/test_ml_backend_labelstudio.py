@@ -162,3 +162,17 @@ def test_interactive_annotating_through_label_studio(
     assert r.status_code == 200, r.text
     (region,) = r.json()["data"]["result"]
     assert region["type"] == "brushlabels" and decode_mask(region["value"]["rle"], h, w)[r0:r1, c0:c1].any()
+
+
+def test_wrong_backend_token_is_a_per_task_error(
+    label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path, tmp_path: Path
+) -> None:
+    from ml_backend.service import PredictionService
+
+    project_id, _, _, _ = make_project(label_studio, ls_client, sample_dir, "backend token", 2)
+    tasks = ls_client.tasks(project_id)
+    service = PredictionService(BackendConfig(label_studio_url=label_studio.url, api_key="wrong-token-42",
+                                              model_dir=tmp_path / "md"))  # fmt: skip
+    results = service.predict(tasks, CONFIG.xml)
+    assert len(results) == 2 and all("HTTP 401" in r["error"] for r in results)
+    assert all("wrong-token-42" not in r["error"] for r in results)

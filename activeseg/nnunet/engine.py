@@ -1,0 +1,278 @@
+"""Thin adapters over stock nnunetv2 2.8.1: plan, train with our budget, fine-tune, predict.
+
+No fork and no custom trainer class: a stock ``nnUNetTrainer`` gets its budget through the
+attributes nnU-Net documents, so checkpoints name the stock trainer and predict without any
+``nnUNet_extTrainer``. nnU-Net starts worker processes with *spawn*: callers must keep their
+entry points free of work at import time (ours are).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activeseg.fsutil import atomic_write_text
+from activeseg.nnunet.classes import classes_to_instances
+from activeseg.nnunet.workspace import Workspace, WorkspaceError
+
+CONFIGURATION = "2d"
+PLANS = "nnUNetPlans"
+TRAINER_FOLDER = f"nnUNetTrainer__{PLANS}__{CONFIGURATION}"
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """How much training to pay for. nnU-Net's own default (1000 x 250 iterations) would take
+    about four days on a 2-core CPU at ~1.5 s per iteration."""
+
+    epochs: int = 2
+    iterations_per_epoch: int = 10
+    val_iterations: int = 2
+    initial_lr: float = 1e-2
+
+    @property
+    def iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    epoch: int
+    epochs: int
+    train_loss: float
+    pseudo_dice: list[float]
+    seconds: float
+
+
+@dataclass
+class ModelInfo:
+    """What ``models/<version>/model.json`` records about one trained model."""
+
+    version: str
+    kind: str  # "pretrain" (pseudo-labels) or "finetune" (corrections)
+    parent: str | None
+    budget: dict[str, Any]
+    fold: str
+    device: str
+    sources: dict[str, int]  # how many cases came from human annotations / pseudo-labels
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    def checkpoint(self, ws: Workspace) -> Path:
+        return model_folder(ws, self.version) / f"fold_{self.fold}" / "checkpoint_final.pth"
+
+
+def model_folder(ws: Workspace, version: str) -> Path:
+    """nnU-Net's trainer output folder of a model version (what its predictor loads)."""
+    return ws.models / version / "results" / ws.dataset_name / TRAINER_FOLDER
+
+
+def list_models(ws: Workspace) -> list[ModelInfo]:
+    """Every finished model of the workspace, oldest first."""
+    infos = [ModelInfo(**json.loads(p.read_text())) for p in ws.models.glob("*/model.json")]
+    return sorted(infos, key=lambda m: m.created_at)
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WorkspaceError("--device cuda was asked for but no CUDA GPU is available")
+    if name == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    return torch.device(name)
+
+
+def plan_and_preprocess(ws: Workspace, n_proc: int = 2) -> None:
+    """nnU-Net's fingerprint, plan and 2-D preprocessing of the exported dataset (once per project)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+
+    if not (ws.dataset_dir / "dataset.json").is_file():
+        raise WorkspaceError(f"no exported dataset in {ws.dataset_dir}; export one first")
+    with ws.env():
+        extract_fingerprints(
+            [ws.dataset_id], num_processes=n_proc, check_dataset_integrity=True, verbose=False
+        )
+        plan_experiments([ws.dataset_id])
+    preprocess(ws, n_proc)
+
+
+def preprocess(ws: Workspace, n_proc: int = 2) -> None:
+    """Preprocess the current export with the existing plans (after a re-export with corrections)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess as nn_preprocess
+
+    if not (ws.preprocessed_dir / f"{PLANS}.json").is_file():
+        raise WorkspaceError(f"{ws.root} has no nnU-Net plans yet; run planning first")
+    shutil.copyfile(ws.dataset_dir / "dataset.json", ws.preprocessed_dir / "dataset.json")
+    stale = ws.preprocessed_dir / f"{PLANS}_{CONFIGURATION}"
+    if stale.is_dir():
+        shutil.rmtree(stale)  # cases removed from the export must not linger in training
+    with ws.env():
+        nn_preprocess([ws.dataset_id], PLANS, configurations=(CONFIGURATION,), num_processes=(n_proc,),
+                      verbose=False)  # fmt: skip
+
+
+def _trainer(ws: Workspace, version: str, fold: str, device: Any, resume: bool, budget: TrainBudget) -> Any:
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    plans = json.loads((ws.preprocessed_dir / f"{PLANS}.json").read_text())
+    dataset_json = json.loads((ws.preprocessed_dir / "dataset.json").read_text())
+    trainer = nnUNetTrainer(
+        dict(plans, continue_training=resume), CONFIGURATION, fold, dataset_json, device=device
+    )
+    trainer.num_epochs = budget.epochs
+    trainer.num_iterations_per_epoch = budget.iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = budget.val_iterations
+    trainer.initial_lr = budget.initial_lr  # read by initialize(), where the optimiser is built
+    trainer.save_every = 1  # a crash loses at most one epoch
+    return trainer
+
+
+def _watch_epochs(trainer: Any, on_epoch: Callable[[EpochProgress], None] | None) -> None:
+    """Report each finished epoch: wraps this trainer instance's own ``on_epoch_end``."""
+    original = trainer.on_epoch_end
+
+    def on_epoch_end() -> None:
+        original()
+        if on_epoch is None:
+            return
+        log = trainer.logger
+        started, ended = (
+            log.get_value("epoch_start_timestamps", step=-1),
+            log.get_value("epoch_end_timestamps", step=-1),
+        )
+        on_epoch(EpochProgress(
+            epoch=trainer.current_epoch, epochs=trainer.num_epochs,
+            train_loss=float(log.get_value("train_losses", step=-1)),
+            pseudo_dice=[float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
+            seconds=float(ended - started),
+        ))  # fmt: skip
+
+    trainer.on_epoch_end = on_epoch_end
+
+
+def train(
+    ws: Workspace,
+    version: str,
+    budget: TrainBudget,
+    sources: dict[str, int],
+    parent: str | None = None,
+    device: str = "cpu",
+    fold: str = "all",
+    workers: int = 2,
+    on_epoch: Callable[[EpochProgress], None] | None = None,
+) -> ModelInfo:
+    """Train a model version on the preprocessed dataset; with ``parent``, fine-tune from it.
+
+    Fine-tuning loads *all* of the parent's network weights (nnU-Net's ``-pretrained_weights``
+    would re-initialise the segmentation head: pseudo-Dice 0.15 instead of 0.90 after 10
+    iterations). A crashed run resumes from its last epoch when called again with the same version.
+    """
+    import torch
+
+    target = ws.models / version
+    if (target / "model.json").is_file():
+        raise WorkspaceError(f"model {version} already exists in {ws.models}; choose another version")
+    parent_info = None
+    if parent is not None:
+        parent_info = next((m for m in list_models(ws) if m.version == parent), None)
+        if parent_info is None:
+            raise WorkspaceError(f"parent model {parent} not found in {ws.models}")
+    dev = _device(device)
+    started = time.time()
+    results = target / "results"
+    latest = model_folder(ws, version) / f"fold_{fold}" / "checkpoint_latest.pth"
+    os.environ.setdefault("nnUNet_n_proc_DA", str(workers))
+    with ws.env(results=results):
+        resume = latest.is_file()
+        trainer = _trainer(ws, version, fold, dev, resume, budget)
+        trainer.initialize()
+        if resume:
+            trainer.load_checkpoint(str(latest))
+        elif parent_info is not None:
+            ckpt = torch.load(parent_info.checkpoint(ws), map_location=dev, weights_only=False)
+            trainer.network.load_state_dict(ckpt["network_weights"])
+        _watch_epochs(trainer, on_epoch)
+        trainer.run_training()
+        log = trainer.logger
+        metrics = {
+            "train_loss": float(log.get_value("train_losses", step=-1)),
+            "pseudo_dice": [float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
+        }
+    fold_dir = model_folder(ws, version) / f"fold_{fold}"
+    (fold_dir / "checkpoint_best.pth").unlink(missing_ok=True)  # 268 MB we never load
+    info = ModelInfo(
+        version=version, kind="finetune" if parent else "pretrain", parent=parent, budget=asdict(budget),
+        fold=str(fold), device=device, sources=dict(sources), metrics=metrics, seconds=time.time() - started,
+    )  # fmt: skip
+    atomic_write_text(target / "model.json", json.dumps(asdict(info), indent=1))
+    return info
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray  # instances (0 = background)
+    classes: np.ndarray  # argmax class map
+    probabilities: np.ndarray  # (3, H, W) float32 softmax
+    features: np.ndarray  # pooled bottleneck activations, one vector per image
+
+    @property
+    def entropy(self) -> np.ndarray:
+        """Per-pixel softmax entropy, normalised to [0, 1]."""
+        p = np.clip(self.probabilities, 1e-8, 1.0)
+        return -(p * np.log(p)).sum(axis=0) / np.log(p.shape[0])
+
+
+class Predictor:
+    """A trained model version, loaded once, predicting one image at a time."""
+
+    def __init__(self, ws: Workspace, version: str, device: str = "cpu") -> None:
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        info = next((m for m in list_models(ws) if m.version == version), None)
+        if info is None:
+            raise WorkspaceError(f"model {version} not found in {ws.models}")
+        self.info = info
+        dev = _device(device)
+        self._predictor = nnUNetPredictor(
+            tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=dev,
+            perform_everything_on_device=dev.type == "cuda", verbose=False, verbose_preprocessing=False,
+            allow_tqdm=False,
+        )  # fmt: skip
+        self._predictor.initialize_from_trained_model_folder(
+            str(model_folder(ws, version)), use_folds=(info.fold,), checkpoint_name="checkpoint_final.pth"
+        )
+        self._pooled: list[np.ndarray] = []
+        self._predictor.network.encoder.register_forward_hook(self._keep_bottleneck)
+
+    def _keep_bottleneck(self, module: Any, inputs: Any, output: Any) -> None:
+        deepest = output[-1] if isinstance(output, (list, tuple)) else output
+        self._pooled.append(deepest.detach().float().mean(dim=(2, 3)).cpu().numpy())
+
+    def predict(self, channels: np.ndarray) -> Prediction:
+        """``channels``: (C, H, W) raw values as exported (see ``activeseg.imageio.model_channels``)."""
+        self._pooled = []
+        data = channels[:, None].astype(np.float32)  # (C, 1, H, W): nnU-Net's 2-D layout
+        seg, probs = self._predictor.predict_single_npy_array(
+            data, {"spacing": (999, 1, 1)}, None, None, True
+        )
+        classes = np.asarray(seg)[0].astype(np.uint8)
+        features = np.concatenate(self._pooled).mean(axis=0) if self._pooled else np.zeros(0, np.float32)
+        return Prediction(
+            labels=classes_to_instances(classes),
+            classes=classes,
+            probabilities=np.asarray(probs)[:, 0].astype(np.float32),
+            features=features.astype(np.float32),
+        )
+
+    def predict_many(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        return [self.predict(img) for img in images]

@@ -1,0 +1,137 @@
+"""nnU-Net adapters: instance <-> class conversion, dataset export, and a CI-sized train /
+predict / fine-tune run of the real nnunetv2 on CPU."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import activeseg.nnunet.dataset as dataset_mod
+from activeseg.datasets import read_dataset
+from activeseg.imageio import model_channels, read_image, read_label_image
+from activeseg.metrics import score_dataset
+from activeseg.nnunet.classes import BORDER, INTERIOR, classes_to_instances, instances_to_classes
+from activeseg.nnunet.dataset import Case, DatasetExportError, export_dataset
+from activeseg.nnunet.workspace import Workspace, WorkspaceError
+
+
+def load_cases(root: Path, n: int, offset: int = 0) -> list[Case]:
+    return [
+        Case(s.id, read_image(s.image), read_label_image(s.label))
+        for s in read_dataset(root)[offset : offset + n]
+    ]
+
+
+def test_touching_and_thin_instances_survive_the_round_trip() -> None:
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:12, 2:12] = 1
+    labels[2:12, 12:22] = 2  # touches 1
+    labels[15, 3:25] = 3  # one pixel thin: no interior at all
+    classes = instances_to_classes(labels)
+    assert classes[5, 5] == INTERIOR and classes[5, 11] == BORDER and classes[5, 12] == BORDER
+    back = classes_to_instances(classes)
+    assert score_dataset([(labels, back)]).msa == 1.0
+
+
+@pytest.mark.slow
+def test_round_trip_on_real_dsb_labels(sample_dir: Path, dsb_train: Path) -> None:
+    pairs = []
+    for s in read_dataset(dsb_train):
+        gt = read_label_image(s.label)
+        pairs.append((gt, classes_to_instances(instances_to_classes(gt))))
+    msa = score_dataset(pairs).msa
+    print(f"\nDSB2018 train, 541 label images: ground truth -> 3 classes -> instances, mSA {msa:.4f}")
+    assert msa >= 0.95  # measured 0.9867
+
+
+def test_export_is_idempotent_and_complete(tmp_path: Path, sample_dir: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    cases = load_cases(sample_dir, 3)
+    meta = export_dataset(ws, cases)
+    assert meta["numTraining"] == 3 and meta["channel_names"] == {"0": "zscore"}
+    files = sorted(p for p in ws.dataset_dir.rglob("*.png"))
+    assert len(files) == 6
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    export_dataset(ws, cases)
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing rewritten
+    export_dataset(ws, cases[:2])
+    assert len(list(ws.dataset_dir.rglob("*.png"))) == 4  # a dropped case leaves the dataset
+    img = read_image(ws.dataset_dir / "imagesTr" / f"{cases[0].id}_0000.png")
+    np.testing.assert_array_equal(img, model_channels(cases[0].image)[0])  # raw values, one channel
+
+
+def test_export_errors(tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(WorkspaceError, match="does not exist"):
+        Workspace.open(tmp_path / "missing")
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    (case,) = load_cases(sample_dir, 1)
+    with pytest.raises(DatasetExportError, match="would be empty"):
+        export_dataset(ws, [])
+    with pytest.raises(DatasetExportError, match="labels are"):
+        export_dataset(ws, [Case("a", case.image, case.labels[:-1])])
+    with pytest.raises(DatasetExportError, match="no background"):
+        export_dataset(ws, [Case("a", case.image, np.ones_like(case.labels))])
+    with pytest.raises(DatasetExportError, match="not supported"):
+        export_dataset(ws, [Case("a", case.image.astype(np.float32), case.labels)])
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset_mod, "atomic_write_bytes", full)
+    with pytest.raises(DatasetExportError, match="disk full"):
+        export_dataset(ws, [case])
+
+
+@pytest.mark.slow
+def test_plan_train_predict_finetune(tmp_path: Path, sample_dir: Path) -> None:
+    """12 DSB training images, 2 epochs x 10 iterations, 4 held-out predictions, 1 fine-tune epoch."""
+    from activeseg.nnunet.engine import (
+        EpochProgress,
+        Predictor,
+        TrainBudget,
+        list_models,
+        plan_and_preprocess,
+        preprocess,
+        train,
+    )
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    cases = load_cases(sample_dir, 12)
+    export_dataset(ws, cases)
+    plan_and_preprocess(ws, n_proc=2)
+    assert (ws.preprocessed_dir / "nnUNetPlans.json").is_file()
+
+    epochs: list[EpochProgress] = []
+    info = train(ws, "pretrain-1", TrainBudget(epochs=2, iterations_per_epoch=10, val_iterations=2),
+                 sources={"pseudo": 12}, on_epoch=epochs.append)  # fmt: skip
+    assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.train_loss) for e in epochs)
+    assert info.checkpoint(ws).is_file() and info.kind == "pretrain"
+    assert not (info.checkpoint(ws).parent / "checkpoint_best.pth").exists()
+
+    predictor = Predictor(ws, "pretrain-1")
+    held_out = load_cases(sample_dir, 4, offset=12)
+    for case in held_out:
+        pred = predictor.predict(model_channels(case.image))
+        assert pred.labels.shape == case.labels.shape and pred.probabilities.shape == (3, *case.labels.shape)
+        assert np.allclose(pred.probabilities.sum(axis=0), 1, atol=1e-3)
+        assert pred.entropy.min() >= 0 and pred.entropy.max() <= 1 + 1e-6
+        assert pred.features.ndim == 1 and pred.features.size >= 32
+
+    # corrections replace two pseudo-labels; fine-tune from the pretrained model with all its weights
+    export_dataset(
+        ws, [Case(c.id, c.image, c.labels, "human" if i < 2 else "pseudo") for i, c in enumerate(cases)]
+    )
+    preprocess(ws, n_proc=2)
+    budget = TrainBudget(epochs=1, iterations_per_epoch=10, val_iterations=2, initial_lr=1e-3)
+    ft = train(ws, "finetune-1", budget, sources={"human": 2, "pseudo": 10}, parent="pretrain-1")
+    assert ft.parent == "pretrain-1" and ft.kind == "finetune" and ft.budget["initial_lr"] == 1e-3
+    assert [m.version for m in list_models(ws)] == ["pretrain-1", "finetune-1"]
+    with pytest.raises(WorkspaceError, match="already exists"):
+        train(ws, "finetune-1", TrainBudget(), sources={})
+    assert (
+        Predictor(ws, "finetune-1").predict(model_channels(held_out[0].image)).labels.shape
+        == held_out[0].labels.shape
+    )
