@@ -104,10 +104,19 @@ def test_plan_train_predict_finetune(tmp_path: Path, sample_dir: Path) -> None:
     plan_and_preprocess(ws, n_proc=2)
     assert (ws.preprocessed_dir / "nnUNetPlans.json").is_file()
 
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(progress: EpochProgress) -> None:
+        raise Crash
+
+    budget = TrainBudget(epochs=2, iterations_per_epoch=10, val_iterations=2)
+    with pytest.raises(Crash):  # the machine "dies" after epoch 1
+        train(ws, "pretrain-1", budget, sources={"pseudo": 12}, on_epoch=crash_after_first_epoch)
     epochs: list[EpochProgress] = []
-    info = train(ws, "pretrain-1", TrainBudget(epochs=2, iterations_per_epoch=10, val_iterations=2),
-                 sources={"pseudo": 12}, on_epoch=epochs.append)  # fmt: skip
-    assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.train_loss) for e in epochs)
+    info = train(ws, "pretrain-1", budget, sources={"pseudo": 12}, on_epoch=epochs.append)
+    assert [e.epoch for e in epochs] == [2]  # resumed from nnU-Net's checkpoint, epoch 1 not redone
+    assert np.isfinite(epochs[0].train_loss) and len(epochs[0].pseudo_dice) == 2
     assert info.checkpoint(ws).is_file() and info.kind == "pretrain"
     assert not (info.checkpoint(ws).parent / "checkpoint_best.pth").exists()
 
