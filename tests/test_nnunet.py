@@ -118,6 +118,7 @@ def test_plan_train_predict_finetune(tmp_path: Path, sample_dir: Path) -> None:
     assert [e.epoch for e in epochs] == [2]  # resumed from nnU-Net's checkpoint, epoch 1 not redone
     assert np.isfinite(epochs[0].train_loss) and len(epochs[0].pseudo_dice) == 2
     assert info.checkpoint(ws).is_file() and info.kind == "pretrain"
+    assert info.budget["batch_size"] == 2  # not the plan's GPU-sized batch on a CPU
     assert not (info.checkpoint(ws).parent / "checkpoint_best.pth").exists()
 
     predictor = Predictor(ws, "pretrain-1")
@@ -128,6 +129,10 @@ def test_plan_train_predict_finetune(tmp_path: Path, sample_dir: Path) -> None:
         assert np.allclose(pred.probabilities.sum(axis=0), 1, atol=1e-3)
         assert pred.entropy.min() >= 0 and pred.entropy.max() <= 1 + 1e-6
         assert pred.features.ndim == 1 and pred.features.size >= 32
+        assert pred.disagreement is None
+    tta = predictor.predict(model_channels(held_out[0].image), tta=True)
+    assert tta.disagreement is not None and tta.disagreement.shape == held_out[0].labels.shape
+    assert tta.disagreement.min() >= 0 and np.allclose(tta.probabilities.sum(axis=0), 1, atol=1e-3)
 
     # corrections replace two pseudo-labels; fine-tune from the pretrained model with all its weights
     export_dataset(

@@ -1,0 +1,71 @@
+"""Training cases from a Label Studio project, in order of trust: a submitted human annotation
+where the task has one, else the task's pseudo-label prediction.
+
+Annotations are only read, never changed. A task with neither is left out and reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from activeseg.brush import results_to_labels
+from activeseg.imageio import decode_image
+from activeseg.labelconfig import BrushConfig
+from activeseg.nnunet.dataset import Case
+from ml_backend.images import ImageSource, task_image_url
+
+
+@dataclass
+class CaseReport:
+    cases: list[Case] = field(default_factory=list)
+    unlabelled: list[int] = field(default_factory=list)  # task ids with neither annotation nor prediction
+
+    def count(self, source: str) -> int:
+        return sum(c.source == source for c in self.cases)
+
+
+def task_case_id(task: dict[str, Any]) -> str:
+    """A file-name-safe case id: the image name when the task has one, else the task id."""
+    name = str((task.get("data") or {}).get("name") or "")
+    safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name)
+    return f"t{task['id']}_{safe}" if safe else f"t{task['id']}"
+
+
+def best_labels(
+    task: dict[str, Any], config: BrushConfig, pseudo_version: str | None
+) -> tuple[list[dict[str, Any]], str] | None:
+    """(result, source) of the most trusted labels of a task, or None."""
+    submitted = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if submitted:
+        latest = max(submitted, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
+        return latest["result"], "human"
+    preds = task.get("predictions") or []
+    if pseudo_version is not None:
+        preds = [p for p in preds if p.get("model_version") == pseudo_version]
+    if preds:
+        latest = max(preds, key=lambda p: (p.get("created_at") or "", p.get("id") or 0))
+        return latest["result"], "pseudo"
+    return None
+
+
+def cases_from_tasks(
+    tasks: Sequence[dict[str, Any]],
+    config: BrushConfig,
+    images: ImageSource,
+    pseudo_version: str | None = None,
+) -> CaseReport:
+    """Build nnU-Net cases for ``tasks`` (as listed with ``fields=all``)."""
+    report = CaseReport()
+    for task in tasks:
+        found = best_labels(task, config, pseudo_version)
+        if found is None:
+            report.unlabelled.append(int(task["id"]))
+            continue
+        result, source = found
+        fetched = images.fetch(task_image_url(task, config.image_key))
+        image = decode_image(fetched.data, fetched.name)
+        labels = results_to_labels(result, image.shape[0], image.shape[1], from_name=config.from_name)
+        report.cases.append(Case(task_case_id(task), image, labels, source))
+    return report

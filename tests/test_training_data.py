@@ -1,0 +1,58 @@
+"""Training cases from a real Label Studio project: human annotations first, then pseudo-labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activeseg.brush import labels_to_results
+from activeseg.datasets import read_dataset
+from activeseg.imageio import read_image, read_label_image
+from activeseg.labelconfig import load_label_config
+from activeseg.lsclient import LabelStudioClient
+from activeseg.lsserver import LabelStudioServer
+from ml_backend.images import ImageSource
+from ml_backend.pseudolabelers.classical import ClassicalLabeler
+from orchestrator.project_setup import import_images, stage_images
+from orchestrator.training_data import cases_from_tasks, task_case_id
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
+CONFIG = load_label_config()
+
+
+def test_cases_prefer_human_annotations(
+    label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path
+) -> None:
+    samples = read_dataset(sample_dir)[:3]
+    project_id, _ = ls_client.get_or_create_project("training data", CONFIG)
+    project_dir = label_studio.files_root / "training-data"
+    staged = stage_images(samples, project_dir)
+    ls_client.ensure_local_storage(project_id, str(project_dir))
+    task_ids = import_images(ls_client, project_id, CONFIG, staged, label_studio.files_root).task_ids
+
+    classical = ClassicalLabeler()
+    first, second, third = samples
+    for s in (first, second):  # pseudo-labels on two tasks
+        seg = classical.segment(read_image(s.image))
+        result = labels_to_results(seg.labels, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
+        ls_client.create_prediction(task_ids[s.id], result, model_version=classical.version, config=CONFIG)
+    truth = read_label_image(first.label)  # a person corrected the first task to the ground truth
+    gt_result = labels_to_results(truth, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
+    ls_client._sdk.annotations.create(id=task_ids[first.id], result=gt_result, was_cancelled=False)
+
+    tasks = ls_client.tasks(project_id)
+    images = ImageSource(label_studio.url, label_studio.login.token)
+    report = cases_from_tasks(tasks, CONFIG, images, pseudo_version=classical.version)
+    by_task = {c.id: c for c in report.cases}
+    t = {task["id"]: task for task in tasks}
+    human = by_task[task_case_id(t[task_ids[first.id]])]
+    pseudo = by_task[task_case_id(t[task_ids[second.id]])]
+    assert human.source == "human" and pseudo.source == "pseudo"
+    np.testing.assert_array_equal(human.labels, truth)
+    assert report.unlabelled == [task_ids[third.id]] and report.count("human") == 1
+    assert human.image.shape[:2] == truth.shape
+    # the annotation is only read: still one, unchanged
+    (ann,) = ls_client.annotations(task_ids[first.id])
+    assert ann["result"] == gt_result
