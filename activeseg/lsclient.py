@@ -83,7 +83,8 @@ class LabelStudioClient:
                 "or legacy token (Label Studio: Account & Settings)"
             )
         self.url = url.rstrip("/")
-        self._sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        #: the SDK client itself, for calls this wrapper does not cover (its errors are not translated)
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
 
     # -- error handling ----------------------------------------------------------------------
 
@@ -128,10 +129,10 @@ class LabelStudioClient:
 
     def whoami(self) -> dict[str, Any]:
         """The user the key belongs to; the cheapest check that URL and key are right."""
-        return _as_dict(self._call("identify the user", self._sdk.users.whoami))
+        return _as_dict(self._call("identify the user", self.sdk.users.whoami))
 
     def project(self, project_id: int) -> dict[str, Any]:
-        return _as_dict(self._call(f"read project {project_id}", self._sdk.projects.get, id=project_id))
+        return _as_dict(self._call(f"read project {project_id}", self.sdk.projects.get, id=project_id))
 
     def brush_config(self, project_id: int) -> BrushConfig:
         """The project's label config, checked to carry instance masks."""
@@ -143,14 +144,14 @@ class LabelStudioClient:
 
     def get_or_create_project(self, title: str, label_config: BrushConfig) -> tuple[int, bool]:
         """(project id, created): an existing project with this exact title is reused."""
-        pager = self._call("list projects", self._sdk.projects.list, title=title)
+        pager = self._call("list projects", self.sdk.projects.list, title=title)
         for project in self._call("list projects", list, pager):
             if project.title == title:
                 self.brush_config(project.id)
                 return int(project.id), False
         project = self._call(
             f"create project {title!r}",
-            self._sdk.projects.create,
+            self.sdk.projects.create,
             title=title,
             label_config=label_config.xml,
             sampling=UNCERTAINTY_SAMPLING,
@@ -159,13 +160,13 @@ class LabelStudioClient:
 
     def ensure_local_storage(self, project_id: int, path: str, title: str = "activeseg images") -> int:
         """A Local Storage on ``path`` (absolute, under Label Studio's document root)."""
-        storages = self._call("list local storages", self._sdk.import_storage.local.list, project=project_id)
+        storages = self._call("list local storages", self.sdk.import_storage.local.list, project=project_id)
         for storage in storages:
             if storage.path == path:
                 return int(storage.id)
         storage = self._call(
             f"register local storage {path}",
-            self._sdk.import_storage.local.create,
+            self.sdk.import_storage.local.create,
             project=project_id,
             path=path,
             title=title,
@@ -181,7 +182,7 @@ class LabelStudioClient:
             return []
         response = self._call(
             f"import {len(tasks)} tasks",
-            self._sdk.projects.import_tasks,
+            self.sdk.projects.import_tasks,
             id=project_id,
             request=list(tasks),
             return_task_ids=True,
@@ -190,13 +191,11 @@ class LabelStudioClient:
 
     def tasks(self, project_id: int) -> list[dict[str, Any]]:
         """All tasks of a project with their annotations and predictions."""
-        pager = self._call(
-            "list tasks", self._sdk.tasks.list, project=project_id, fields="all", page_size=100
-        )
+        pager = self._call("list tasks", self.sdk.tasks.list, project=project_id, fields="all", page_size=100)
         return [_as_dict(t) for t in self._call("list tasks", list, pager)]
 
     def task(self, task_id: int) -> dict[str, Any]:
-        return _as_dict(self._call(f"read task {task_id}", self._sdk.tasks.get, id=task_id))
+        return _as_dict(self._call(f"read task {task_id}", self.sdk.tasks.get, id=task_id))
 
     def create_prediction(
         self,
@@ -213,7 +212,7 @@ class LabelStudioClient:
         config.validate_prediction({"result": result, "score": score})
         prediction = self._call(
             f"post a prediction for task {task_id}",
-            self._sdk.predictions.create,
+            self.sdk.predictions.create,
             task=task_id,
             result=result,
             model_version=model_version,
@@ -222,11 +221,11 @@ class LabelStudioClient:
         return int(prediction.id)
 
     def predictions(self, task_id: int) -> list[dict[str, Any]]:
-        found = self._call("list predictions", self._sdk.predictions.list, task=task_id)
+        found = self._call("list predictions", self.sdk.predictions.list, task=task_id)
         return [_as_dict(p) for p in found]
 
     def annotations(self, task_id: int) -> list[dict[str, Any]]:
-        found = self._call("list annotations", self._sdk.annotations.list, id=task_id)
+        found = self._call("list annotations", self.sdk.annotations.list, id=task_id)
         return [_as_dict(a) for a in found]
 
     def export_json(self, project_id: int) -> list[dict[str, Any]]:
@@ -235,5 +234,5 @@ class LabelStudioClient:
         The community edition's export lists predictions by id only; read them with
         :meth:`tasks` or :meth:`predictions`.
         """
-        exported = self._call("export the project", self._sdk.projects.exports.as_json, project_id)
+        exported = self._call("export the project", self.sdk.projects.exports.as_json, project_id)
         return [_as_dict(t) for t in exported]

@@ -42,7 +42,6 @@ def prelabel_project(
         config = dataclasses.replace(
             config,
             label_studio_url=client.url,
-            api_key=config.api_key,
             pseudolabeler=pseudolabeler or config.pseudolabeler,
             model_dir=model_dir or config.model_dir,
         )

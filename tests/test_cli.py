@@ -81,7 +81,7 @@ def test_demo_end_to_end(tmp_path: Path, sample_dir: Path, ls_template: Path) ->
 
         server = server_for(workspace)
         client = LabelStudioClient(server.running_url(), server.login.token)
-        (project,) = [p for p in client._sdk.projects.list() if p.title == "activeseg demo"]
+        (project,) = [p for p in client.sdk.projects.list() if p.title == "activeseg demo"]
         tasks = client.tasks(project.id)
         assert {t["data"]["name"] for t in tasks} == {p.stem for p in (sample_dir / "images").iterdir()}
         assert all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks)

@@ -61,7 +61,7 @@ def test_ground_truth_round_trips_through_label_studio(
     first = samples[0]
     labels = read_label_image(first.label)
     result = labels_to_results(labels, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
-    ls_client._sdk.annotations.create(id=task_ids[first.id], result=result, was_cancelled=False)
+    ls_client.sdk.annotations.create(id=task_ids[first.id], result=result, was_cancelled=False)
     (ann,) = ls_client.annotations(task_ids[first.id])
     np.testing.assert_array_equal(results_to_labels(ann["result"], *labels.shape), labels)
     exported = {t["data"]["name"]: t for t in ls_client.export_json(project_id)}
@@ -124,7 +124,7 @@ def test_missing_object_and_config_without_brushlabels(ls_client: LabelStudioCli
         '<View><Image name="image" value="$image"/>'
         '<RectangleLabels name="b" toName="image"><Label value="Cell"/></RectangleLabels></View>'
     )
-    project = ls_client._sdk.projects.create(title="boxes only", label_config=boxes)
+    project = ls_client.sdk.projects.create(title="boxes only", label_config=boxes)
     with pytest.raises(LabelStudioError, match="no <BrushLabels>"):
         ls_client.brush_config(project.id)
     with pytest.raises(LabelStudioError, match="no <BrushLabels>"):
@@ -143,7 +143,7 @@ def test_missing_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_loopback_webhooks_and_ml_backends_are_allowed(ls_client: LabelStudioClient, recorder) -> None:
     """The test server relaxes SSRF guards for 127.0.0.1 only; both kinds of call get through."""
     project_id, _ = ls_client.get_or_create_project("loopback", CONFIG)
-    sdk = ls_client._sdk
+    sdk = ls_client.sdk
     backend = sdk.ml.create(url=recorder.url, project=project_id, title="recorder", is_interactive=False)
     assert backend.state == "CO"
     assert ("GET", "/health", {}) in recorder.requests

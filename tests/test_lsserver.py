@@ -48,6 +48,6 @@ def test_status_of_a_never_started_server_writes_nothing(tmp_path: Path) -> None
 @pytest.mark.labelstudio
 def test_personal_access_token_works(label_studio: LabelStudioServer, ls_client: LabelStudioClient) -> None:
     """Production keys are PATs (JWT refresh tokens); the SDK exchanges them for access tokens."""
-    pat = ls_client._sdk.tokens.create().token
+    pat = ls_client.sdk.tokens.create().token
     assert pat.count(".") == 2  # a JWT, not a legacy token
     assert LabelStudioClient(label_studio.url, pat).whoami()["email"] == label_studio.login.username

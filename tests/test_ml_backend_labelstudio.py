@@ -80,7 +80,7 @@ def test_retrieve_predictions_through_label_studio(
                 "basic_auth_user": basic_auth[0],
                 "basic_auth_pass": basic_auth[1],
             }
-        ml = ls_client._sdk.ml.create(url=backend.url, project=project_id, title="activeseg", **extra)
+        ml = ls_client.sdk.ml.create(url=backend.url, project=project_id, title="activeseg", **extra)
         assert ml.state == "CO"
         retrieve_predictions(label_studio, project_id)
     finally:
@@ -142,7 +142,7 @@ def test_interactive_annotating_through_label_studio(
                            model_dir=tmp_path / "model_dir")  # fmt: skip
     backend = ThreadedServer(create_app(config))
     try:
-        ml = ls_client._sdk.ml.create(url=backend.url, project=project_id, title="smart", is_interactive=True)
+        ml = ls_client.sdk.ml.create(url=backend.url, project=project_id, title="smart", is_interactive=True)
         gt = read_label_image(read_dataset(sample_dir)[0].label)
         r0, c0, r1, c1 = max(regionprops(gt), key=lambda r: r.area).bbox
         h, w = gt.shape

@@ -40,7 +40,7 @@ def test_cases_prefer_human_annotations(
         ls_client.create_prediction(task_ids[s.id], result, model_version=classical.version, config=CONFIG)
     truth = read_label_image(first.label)  # a person corrected the first task to the ground truth
     gt_result = labels_to_results(truth, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
-    ls_client._sdk.annotations.create(id=task_ids[first.id], result=gt_result, was_cancelled=False)
+    ls_client.sdk.annotations.create(id=task_ids[first.id], result=gt_result, was_cancelled=False)
 
     tasks = ls_client.tasks(project_id)
     images = ImageSource(label_studio.url, label_studio.login.token)
