@@ -33,6 +33,7 @@ class PredictionService:
         self.config = config
         self._labeler = labeler
         self._interactive: InteractiveSegmenter | None = None
+        self._warmed = False
         self._lock = threading.Lock()
         self.images = ImageSource(config.label_studio_url, config.api_key, config.local_files_root)
         self.cache = PredictionCache(config.model_dir / "cache")
@@ -52,7 +53,11 @@ class PredictionService:
         return self.labeler.version
 
     def warm_up(self) -> None:
-        """Load the weights in the background, so the first /predict does not pay for it."""
+        """Load the weights in the background, once, so the first /predict does not pay for it."""
+        with self._lock:
+            if self._warmed:
+                return
+            self._warmed = True
 
         def load() -> None:
             try:
