@@ -16,12 +16,13 @@ from activeseg.lsserver import LabelStudioServer
 from ml_backend.images import ImageSource
 from ml_backend.pseudolabelers.classical import ClassicalLabeler
 from orchestrator.project_setup import import_images, stage_images
-from orchestrator.training_data import cases_from_tasks, task_case_id
+from orchestrator.training_data import best_labels, cases_from_tasks, task_case_id
 
-pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config()
 
 
+@pytest.mark.labelstudio
+@pytest.mark.slow
 def test_cases_prefer_human_annotations(
     label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path
 ) -> None:
@@ -56,3 +57,19 @@ def test_cases_prefer_human_annotations(
     # the annotation is only read: still one, unchanged
     (ann,) = ls_client.annotations(task_ids[first.id])
     assert ann["result"] == gt_result
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ({"annotations": [{"id": 1, "was_cancelled": True, "result": ["skip"]}],
+          "predictions": [{"id": 5, "model_version": "v1", "result": ["pseudo"]}]}, (["pseudo"], "pseudo")),
+        ({"annotations": [{"id": 1, "updated_at": "2026-01-02", "result": ["new"]},
+                          {"id": 2, "updated_at": "2026-01-01", "result": ["old"]}]}, (["new"], "human")),
+        ({"predictions": [{"id": 5, "model_version": "other", "result": ["x"]}]}, None),
+        ({"annotations": [], "predictions": []}, None),
+    ],
+    ids=["cancelled-annotation-ignored", "latest-annotation", "other-version-ignored", "nothing"],
+)  # fmt: skip
+def test_best_labels(task: dict, expected: tuple | None) -> None:
+    assert best_labels(task, CONFIG, pseudo_version="v1") == expected
