@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,14 @@ from ml_backend.cache import PredictionCache, content_hash
 from ml_backend.config import BackendConfig
 from ml_backend.images import ImageFetchError, ImageSource, task_image_url
 from ml_backend.interactive import InteractiveSegmenter, Prompt, parse_context
-from ml_backend.pseudolabelers import ModelLoadError, PseudoLabeler, Segmentation, build_pseudolabeler
-from ml_backend.pseudolabelers.sam_models import checkpoint_id, load_litemedsam, load_sam_checkpoint
+from ml_backend.pseudolabelers import (
+    ModelLoadError,
+    PseudoLabeler,
+    Segmentation,
+    build_pseudolabeler,
+    sam_checkpoint_loader,
+)
+from ml_backend.pseudolabelers.sam_models import load_litemedsam
 
 log = logging.getLogger(__name__)
 TASK_ERRORS = (ImageFetchError, ImageReadError, LabelStudioError, ModelLoadError, ValueError)
@@ -102,12 +107,11 @@ class PredictionService:
         if self._interactive is None:
             with self._lock:
                 if self._interactive is None:
-                    checkpoint, sam_type = self.config.sam_checkpoint, self.config.sam_type
-                    if checkpoint is not None:
-                        load = partial(load_sam_checkpoint, checkpoint, sam_type)
-                        self._interactive = InteractiveSegmenter(
-                            load, f"{sam_type}:{checkpoint_id(checkpoint)}"
+                    if self.config.sam_checkpoint is not None:
+                        load, weights_id = sam_checkpoint_loader(
+                            self.config.sam_checkpoint, self.config.sam_type
                         )
+                        self._interactive = InteractiveSegmenter(load, weights_id)
                     else:
                         self._interactive = InteractiveSegmenter(load_litemedsam, "litemedsam")
         return self._interactive

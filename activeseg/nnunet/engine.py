@@ -124,7 +124,7 @@ def preprocess(ws: Workspace, n_proc: int = 2) -> None:
                       verbose=False)  # fmt: skip
 
 
-def _trainer(ws: Workspace, version: str, fold: str, device: Any, resume: bool, budget: TrainBudget) -> Any:
+def _trainer(ws: Workspace, fold: str, device: Any, resume: bool, budget: TrainBudget) -> Any:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     plans = json.loads((ws.preprocessed_dir / f"{PLANS}.json").read_text())
@@ -197,10 +197,9 @@ def train(
     started = time.time()
     results = target / "results"
     latest = model_folder(ws, version) / f"fold_{fold}" / "checkpoint_latest.pth"
-    os.environ.setdefault("nnUNet_n_proc_DA", str(workers))
-    with ws.env(results=results):
+    with ws.env(results=results, workers=workers):
         resume = latest.is_file()
-        trainer = _trainer(ws, version, fold, dev, resume, budget)
+        trainer = _trainer(ws, fold, dev, resume, budget)
         trainer.initialize()
         if resume:
             trainer.load_checkpoint(str(latest))

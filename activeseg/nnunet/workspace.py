@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+ENV_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA")
 
 
 class WorkspaceError(ValueError):
@@ -74,13 +74,16 @@ class Workspace:
         return self.root / "models"
 
     @contextlib.contextmanager
-    def env(self, results: Path | None = None) -> Iterator[None]:
-        """nnU-Net's variables pointing into this workspace (``results``: one model's folder)."""
+    def env(self, results: Path | None = None, workers: int | None = None) -> Iterator[None]:
+        """nnU-Net's variables pointing into this workspace (``results``: one model's folder;
+        ``workers``: data-augmentation processes), restored afterwards."""
         values = {
             "nnUNet_raw": str(self.raw),
             "nnUNet_preprocessed": str(self.preprocessed),
             "nnUNet_results": str(results or self.root / "nnUNet_results"),
         }
+        if workers is not None:
+            values["nnUNet_n_proc_DA"] = str(workers)
         saved = {k: os.environ.get(k) for k in ENV_VARS}
         os.environ.update(values)
         try:

@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+from segment_anything.modeling import Sam
 
 from ml_backend.config import PSEUDOLABELERS
 from ml_backend.pseudolabelers.base import ModelLoadError, PseudoLabeler, Segmentation
@@ -31,6 +34,13 @@ NAMES = PSEUDOLABELERS
 DEFAULT = "classical"
 
 
+def sam_checkpoint_loader(checkpoint: Path, sam_type: str) -> tuple[Callable[[], Sam], str]:
+    """A lazy loader for a SAM checkpoint file and the weights id that versions its outputs."""
+    if not checkpoint.is_file():
+        raise ModelLoadError(f"SAM checkpoint {checkpoint} does not exist")
+    return partial(load_sam_checkpoint, checkpoint, sam_type), f"{sam_type}:{checkpoint_id(checkpoint)}"
+
+
 def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str = "vit_b") -> PseudoLabeler:
     """The labeller called ``name``; SAM kinds need ``checkpoint`` (no weights are downloaded)."""
     if name == "classical":
@@ -43,14 +53,19 @@ def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str
                 f"the {name} pseudo-labeller needs SAM weights: set ACTIVESEG_SAM_CHECKPOINT to a "
                 f"downloaded {sam_type} checkpoint (or use litemedsam or classical, which need none)"
             )
-        if not checkpoint.is_file():
-            raise ModelLoadError(f"SAM checkpoint {checkpoint} does not exist")
-        load = partial(load_sam_checkpoint, checkpoint, sam_type)
-        weights_id = f"{sam_type}:{checkpoint_id(checkpoint)}"
+        load, weights_id = sam_checkpoint_loader(checkpoint, sam_type)
         if name == "sam-box":  # SAM sees 1024 px: larger fields are tiled instead of shrunk
             return SamBoxLabeler(load, weights_id=weights_id, name=name, tile_size=1024)
         return SamAutoLabeler(load, weights_id=weights_id, name=name)
     raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
 
 
-__all__ = ["DEFAULT", "NAMES", "ModelLoadError", "PseudoLabeler", "Segmentation", "build_pseudolabeler"]
+__all__ = [
+    "DEFAULT",
+    "NAMES",
+    "ModelLoadError",
+    "PseudoLabeler",
+    "Segmentation",
+    "build_pseudolabeler",
+    "sam_checkpoint_loader",
+]
