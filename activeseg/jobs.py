@@ -1,49 +1,213 @@
-"""Durable job records: what the ML backend's webhook hands to the orchestrator's job queue.
+"""A durable, single-flight job queue on the file system (no extra service).
 
-Each job is one JSON file ``<dir>/<id>.json`` written atomically, so a record survives a crash
-of the web process and can be picked up (or re-run) later. The queue that runs jobs arrives
-with the orchestrator; until then records stay ``queued``.
+Each job is one JSON file ``<root>/<id>.json``, written atomically, so queued and running jobs
+survive a restart of the web process or the worker. Changes go through an exclusive file lock,
+so the ML backend (webhooks), the CLI and workers in other processes can share one folder.
+
+Rules, per Label Studio project:
+- at most one job *runs* at a time (:meth:`JobStore.claim` skips projects with a running job);
+- a trigger while an equal job is queued gets that job back instead of a new one, and so does a
+  trigger while an equal job is past its checks and working (``stage`` ``"working"``): a second
+  "Start Training" during training returns the running job's id;
+- a running job whose process has died is marked ``failed`` (:meth:`JobStore.reap`) and can be
+  re-run with :meth:`JobStore.rerun`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from activeseg.fsutil import atomic_write_text
 
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+#: what a job can be asked to do (see ``orchestrator.tasks``)
+KINDS = ("coreset-check", "pretrain", "finetune", "prelabel")
+#: ``stage`` of a running job that has passed its checks and is doing the expensive part
+WORKING = "working"
+
+
+class JobError(RuntimeError):
+    """A job request that cannot be honoured; the message is one line for the user."""
+
 
 @dataclass(frozen=True)
-class JobRecord:
+class Job:
     id: str
-    kind: str  # e.g. START_TRAINING, ANNOTATION_CREATED
-    status: str  # queued | running | done | failed
+    kind: str
+    project: int
+    status: str
     created_at: float
-    payload: dict[str, Any]
+    trigger: str  # who asked: "cli", "webhook:START_TRAINING", "watch", "rerun:<id>"
+    params: dict[str, Any] = field(default_factory=dict)
+    stage: str = ""
+    pid: int | None = None
+    host: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in (QUEUED, RUNNING)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JobStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = Path(root)
 
-    def submit(self, kind: str, payload: dict[str, Any]) -> JobRecord:
-        """Record a job as queued and return it; the id is unique and sortable by time."""
-        job = JobRecord(
-            id=f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}",
-            kind=kind,
-            status="queued",
-            created_at=time.time(),
-            payload=payload,
-        )
-        atomic_write_text(self.root / f"{job.id}.json", json.dumps(asdict(job)))
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _path(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    def _write(self, job: Job) -> Job:
+        atomic_write_text(self._path(job.id), json.dumps(asdict(job), indent=1))
         return job
 
-    def list(self) -> list[JobRecord]:
-        """All recorded jobs, oldest first."""
+    def get(self, job_id: str) -> Job:
+        path = self._path(job_id)
+        if "/" in job_id or not path.is_file():
+            raise JobError(f"no job {job_id!r} in {self.root}")
+        return Job(**json.loads(path.read_text()))
+
+    def list(self, project: int | None = None) -> list[Job]:
+        """Jobs, oldest first (ids sort by creation time)."""
         if not self.root.is_dir():
             return []
-        return [JobRecord(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]
+        jobs = [Job(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]
+        return [j for j in jobs if project is None or j.project == project]
+
+    def submit(
+        self, kind: str, project: int, trigger: str, params: dict[str, Any] | None = None
+    ) -> tuple[Job, bool]:
+        """(job, created): a new queued job, or the equal job already queued or working."""
+        if kind not in KINDS:
+            raise JobError(f"unknown job kind {kind!r}; known: {', '.join(KINDS)}")
+        params = dict(params or {})
+        with self._locked():
+            self._reap_locked()
+            for job in self.list(project):
+                same = job.kind == kind and job.params == params
+                if same and (job.status == QUEUED or (job.status == RUNNING and job.stage == WORKING)):
+                    return job, False
+            job = Job(
+                id=f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}",
+                kind=kind,
+                project=int(project),
+                status=QUEUED,
+                created_at=time.time(),
+                trigger=trigger,
+                params=params,
+            )
+            return self._write(job), True
+
+    def claim(self, job_id: str | None = None, pid: int | None = None) -> Job | None:
+        """Mark a queued job running for process ``pid`` (default: this one) and return it.
+
+        Without ``job_id``, the oldest queued job of a project with nothing running; None if none.
+        With ``job_id``, that job, or :class:`JobError` saying why it cannot run now.
+        """
+        with self._locked():
+            self._reap_locked()
+            jobs = self.list()
+            busy = {j.project for j in jobs if j.status == RUNNING}
+            if job_id is not None:
+                job = self.get(job_id)
+                if job.status != QUEUED:
+                    raise JobError(f"job {job_id} is {job.status}, not queued")
+                if job.project in busy:
+                    running = next(j for j in jobs if j.status == RUNNING and j.project == job.project)
+                    raise JobError(
+                        f"project {job.project} already has a running job {running.id} ({running.kind}); "
+                        "wait for it (activeseg jobs) and try again"
+                    )
+                candidates = [job]
+            else:
+                candidates = [j for j in jobs if j.status == QUEUED and j.project not in busy]
+            if not candidates:
+                return None
+            job = replace(
+                candidates[0],
+                status=RUNNING,
+                pid=pid or os.getpid(),
+                host=socket.gethostname(),
+                started_at=time.time(),
+                stage="starting",
+            )
+            return self._write(job)
+
+    def update(self, job_id: str, **changes: Any) -> Job:
+        """Change fields of a job (stage, pid, result ...) under the lock."""
+        with self._locked():
+            return self._write(replace(self.get(job_id), **changes))
+
+    def finish(self, job_id: str, result: dict[str, Any] | None = None, error: str | None = None) -> Job:
+        """Mark a job done (or failed, when ``error`` is given)."""
+        return self.update(
+            job_id,
+            status=FAILED if error else DONE,
+            result=result or {},
+            error=error,
+            finished_at=time.time(),
+            stage="",
+        )
+
+    def reap(self) -> list[Job]:
+        """Mark running jobs whose process is gone as failed; returns them."""
+        with self._locked():
+            return self._reap_locked()
+
+    def _reap_locked(self) -> list[Job]:
+        dead = []
+        here = socket.gethostname()
+        for job in self.list():
+            if job.status == RUNNING and job.host == here and job.pid and not _pid_alive(job.pid):
+                dead.append(
+                    self._write(
+                        replace(
+                            job,
+                            status=FAILED,
+                            finished_at=time.time(),
+                            error=f"its process {job.pid} died during stage {job.stage!r}; "
+                            f"re-run with: activeseg jobs rerun {job.id}",
+                        )
+                    )
+                )
+        return dead
+
+    def rerun(self, job_id: str) -> Job:
+        """Queue a failed job again (a new job with the same kind and parameters)."""
+        old = self.get(job_id)
+        if old.status != FAILED:
+            raise JobError(f"job {job_id} is {old.status}; only failed jobs are re-run")
+        job, _ = self.submit(old.kind, old.project, f"rerun:{old.id}", old.params)
+        return job

@@ -83,8 +83,14 @@ class LabelStudioClient:
                 "or legacy token (Label Studio: Account & Settings)"
             )
         self.url = url.rstrip("/")
+        self._api_key = api_key
         #: the SDK client itself, for calls this wrapper does not cover (its errors are not translated)
         self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    @property
+    def api_key(self) -> str:
+        """The credential, for plain HTTP calls (image downloads); never log it."""
+        return self._api_key
 
     # -- error handling ----------------------------------------------------------------------
 
@@ -204,12 +210,14 @@ class LabelStudioClient:
         model_version: str,
         config: BrushConfig,
         score: float | None = None,
+        cluster: int | None = None,
     ) -> int:
         """Post one prediction after checking it against the label config.
 
         Label Studio stores malformed results without complaint and then cannot show them.
         """
         config.validate_prediction({"result": result, "score": score})
+        extra = {} if cluster is None else {"cluster": int(cluster)}
         prediction = self._call(
             f"post a prediction for task {task_id}",
             self.sdk.predictions.create,
@@ -217,8 +225,86 @@ class LabelStudioClient:
             result=result,
             model_version=model_version,
             score=score,
+            **extra,
         )
         return int(prediction.id)
+
+    def update_prediction(self, prediction_id: int, score: float, cluster: int | None = None) -> None:
+        """Re-rank: change a prediction's score (and cluster), keeping its regions."""
+        extra = {} if cluster is None else {"cluster": int(cluster)}
+        self._call(
+            f"update prediction {prediction_id}",
+            self.sdk.predictions.update,
+            id=prediction_id,
+            score=score,
+            **extra,
+        )
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        self._call(f"delete prediction {prediction_id}", self.sdk.predictions.delete, id=prediction_id)
+
+    def update_task_data(self, task_id: int, data: dict[str, Any]) -> None:
+        """Replace a task's ``data`` (callers pass the old data with their keys added)."""
+        self._call(f"update task {task_id}", self.sdk.tasks.update, id=str(task_id), data=data)
+
+    def update_project(self, project_id: int, **fields: Any) -> None:
+        self._call(f"update project {project_id}", self.sdk.projects.update, id=project_id, **fields)
+
+    # -- views, ML backends, webhooks --------------------------------------------------------
+
+    def ensure_view(self, project_id: int, title: str, data: dict[str, Any]) -> int:
+        """A shared Data Manager tab with this title, created or updated to ``data``."""
+        views = self._call("list Data Manager tabs", self.sdk.views.list, project=project_id)
+        for view in views:
+            if (view.data or {}).get("title") == title:
+                self._call("update a tab", self.sdk.views.update, id=str(view.id), project=project_id,
+                           data=dict(data, title=title))  # fmt: skip
+                return int(view.id)
+        view = self._call(
+            "create a tab", self.sdk.views.create, project=project_id, data=dict(data, title=title)
+        )
+        return int(view.id)
+
+    def connect_ml_backend(
+        self, project_id: int, url: str, title: str, basic_auth: tuple[str, str] | None = None
+    ) -> int:
+        """Connect (once) an ML backend for on-demand predictions; Label Studio checks it answers."""
+        for backend in self._call("list ML backends", self.sdk.ml.list, project=project_id):
+            if (backend.url or "").rstrip("/") == url.rstrip("/"):
+                return int(backend.id)
+        auth: dict[str, Any] = {"auth_method": "NONE"}
+        if basic_auth is not None:
+            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0],
+                    "basic_auth_pass": basic_auth[1]}  # fmt: skip
+        backend = self._call(
+            f"connect the ML backend at {url}",
+            self.sdk.ml.create,
+            project=project_id,
+            url=url,
+            title=title,
+            is_interactive=False,
+            **auth,
+        )
+        return int(_as_dict(backend)["id"])
+
+    def ensure_webhook(self, project_id: int, url: str, headers: dict[str, str]) -> int:
+        """The project's webhook to ``url`` for every event, with ``headers`` (created or updated)."""
+        hooks = self._call("list webhooks", self.sdk.webhooks.list, project=str(project_id))
+        for hook in hooks:
+            if hook.url == url and hook.project == project_id:
+                self._call("update a webhook", self.sdk.webhooks.update, id=int(hook.id), url=url,
+                           headers=headers, send_payload=True, send_for_all_actions=True)  # fmt: skip
+                return int(hook.id)
+        hook = self._call(
+            f"register a webhook to {url}",
+            self.sdk.webhooks.create,
+            url=url,
+            project=project_id,
+            headers=headers,
+            send_payload=True,
+            send_for_all_actions=True,
+        )
+        return int(hook.id)
 
     def predictions(self, task_id: int) -> list[dict[str, Any]]:
         found = self._call("list predictions", self.sdk.predictions.list, task=task_id)

@@ -8,27 +8,37 @@ from __future__ import annotations
 
 import hmac
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
 from activeseg import __version__
-from activeseg.jobs import JobStore
+from activeseg.jobs import JobError, JobStore
 from ml_backend.config import BackendConfig
 from ml_backend.pseudolabelers import ModelLoadError
+from ml_backend.served import project_id_of
 from ml_backend.service import PredictionService
+from orchestrator.worker import Worker, jobs_dir
 
 log = logging.getLogger(__name__)
-#: webhook actions that become durable jobs for the orchestrator's queue
+#: webhook actions that may complete a core-set: each queues a "core-set check" job, which
+#: confirms through Label Studio's API before anything is trained (webhooks are only hints)
 JOB_ACTIONS = frozenset({"START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
+SECRET_HEADER = "X-Activeseg-Webhook-Secret"
 
 
 def create_app(config: BackendConfig | None = None, service: PredictionService | None = None) -> Flask:
+    """The app; with ``config.worker == "inprocess"`` it also starts the job worker thread."""
     config = config or BackendConfig.from_env()
     service = service or PredictionService(config)
-    jobs = JobStore(config.model_dir / "jobs")
+    jobs = JobStore(jobs_dir(config.model_dir))
     app = Flask("activeseg-ml-backend")
     app.config["service"] = service
+    if config.worker == "inprocess":
+        worker = Worker(config.model_dir)
+        worker.start_thread()
+        app.config["worker"] = worker
 
     if config.basic_auth is not None:
         user, password = config.basic_auth
@@ -55,8 +65,9 @@ def create_app(config: BackendConfig | None = None, service: PredictionService |
 
     @app.post("/setup")
     def setup() -> Any:
+        body = request.get_json(silent=True) or {}
         try:
-            version = service.model_version
+            version = service.version_for(project_id_of(body.get("project")))
         except (ModelLoadError, ValueError) as exc:
             log.error("setup failed: %s", exc)
             return jsonify({"error": str(exc)}), 500
@@ -71,29 +82,50 @@ def create_app(config: BackendConfig | None = None, service: PredictionService |
             return jsonify({"error": "body must be JSON with a 'tasks' list"}), 400
         label_config = body.get("label_config") or ""
         context = body.get("context") or (body.get("params") or {}).get("context")
-        results = service.predict(tasks, label_config, context)
-        return jsonify({"results": results, "model_version": _version_or_none(service)})
+        project = project_id_of(body.get("project"))
+        results = service.predict(tasks, label_config, context, project)
+        return jsonify({"results": results, "model_version": _version_or_none(service, project)})
 
     @app.post("/webhook")
     def webhook() -> Any:
         body = request.get_json(silent=True) or {}
         action = body.get("action")
+        if config.webhook_secret is not None and action != "START_TRAINING":
+            # Label Studio's own "Start Training" call cannot carry custom headers (use basic auth)
+            sent = request.headers.get(SECRET_HEADER, "")
+            if not hmac.compare_digest(sent, config.webhook_secret):
+                return jsonify({"error": f"missing or wrong {SECRET_HEADER} header"}), 403
         if action not in JOB_ACTIONS:
             return jsonify({"status": "ignored", "action": action}), 200
-        job = jobs.submit(action, body)
-        log.info("recorded %s as job %s", action, job.id)
-        return jsonify({"job": job.id, "status": "queued"}), 201
+        project = project_id_of((body.get("project") or {}).get("id"))
+        if project is None:
+            return jsonify({"error": "the event names no project"}), 400
+        job, created = jobs.submit("coreset-check", project, f"webhook:{action}")
+        log.info("%s for project %s: %s job %s", action, project, "queued" if created else "joined", job.id)
+        return jsonify({"job": job.id, "status": job.status}), 201
+
+    @app.get("/jobs")
+    def list_jobs() -> Any:
+        project = request.args.get("project", type=int)
+        return jsonify({"jobs": [asdict(j) for j in jobs.list(project)]})
+
+    @app.get("/jobs/<job_id>")
+    def get_job(job_id: str) -> Any:
+        try:
+            return jsonify(asdict(jobs.get(job_id)))
+        except JobError as exc:
+            return jsonify({"error": str(exc)}), 404
 
     @app.get("/versions")
     def versions() -> Any:
-        version = _version_or_none(service)
+        version = _version_or_none(service, project_id_of(request.args.get("project")))
         return jsonify({"versions": [version] if version else []})
 
     return app
 
 
-def _version_or_none(service: PredictionService) -> str | None:
+def _version_or_none(service: PredictionService, project: int | None = None) -> str | None:
     try:
-        return service.model_version
+        return service.version_for(project)
     except (ModelLoadError, ValueError):
         return None

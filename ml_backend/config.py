@@ -10,6 +10,9 @@
 | ACTIVESEG_PSEUDOLABELER | classical (default), litemedsam, sam-box or sam-auto |
 | ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE | SAM weights for sam-box / sam-auto (vit_b, vit_l, vit_h) |
 | ACTIVESEG_MAX_PIXELS | larger images get a per-task error (default 64 megapixels) |
+| ACTIVESEG_WEBHOOK_SECRET | annotation events must carry it (header X-Activeseg-Webhook-Secret) |
+| ACTIVESEG_WORKER | inprocess (default): this process runs queued jobs; off: ``activeseg worker`` does |
+| ACTIVESEG_DEVICE | cpu (default) or cuda, for serving fine-tuned nnU-Net models |
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class BackendConfig:
     sam_checkpoint: Path | None = None
     sam_type: str = "vit_b"
     max_pixels: int = 64_000_000
+    webhook_secret: str | None = field(default=None, repr=False)
+    worker: str = "inprocess"
+    device: str = "cpu"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackendConfig:
@@ -41,6 +47,9 @@ class BackendConfig:
         user, password = env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")
         root = env.get("LOCAL_FILES_DOCUMENT_ROOT") or env.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
         checkpoint = env.get("ACTIVESEG_SAM_CHECKPOINT")
+        worker = env.get("ACTIVESEG_WORKER", "inprocess")
+        if worker not in ("inprocess", "off"):
+            raise ValueError(f"ACTIVESEG_WORKER must be 'inprocess' or 'off', not {worker!r}")
         return cls(
             label_studio_url=(env.get("LABEL_STUDIO_URL") or "").rstrip("/") or None,
             api_key=env.get("LABEL_STUDIO_API_KEY") or None,
@@ -51,4 +60,7 @@ class BackendConfig:
             sam_checkpoint=Path(checkpoint) if checkpoint else None,
             sam_type=env.get("ACTIVESEG_SAM_TYPE", "vit_b"),
             max_pixels=int(env.get("ACTIVESEG_MAX_PIXELS", 64_000_000)),
+            webhook_secret=env.get("ACTIVESEG_WEBHOOK_SECRET") or None,
+            worker=worker,
+            device=env.get("ACTIVESEG_DEVICE", "cpu"),
         )

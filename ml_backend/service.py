@@ -28,6 +28,7 @@ from ml_backend.pseudolabelers import (
     sam_checkpoint_loader,
 )
 from ml_backend.pseudolabelers.sam_models import load_litemedsam
+from ml_backend.served import ServedModels, project_id_of
 
 log = logging.getLogger(__name__)
 TASK_ERRORS = (ImageFetchError, ImageReadError, LabelStudioError, ModelLoadError, ValueError)
@@ -42,6 +43,7 @@ class PredictionService:
         self._lock = threading.Lock()
         self.images = ImageSource(config.label_studio_url, config.api_key, config.local_files_root)
         self.cache = PredictionCache(config.model_dir / "cache")
+        self.served = ServedModels(config.model_dir, config.device)
 
     @property
     def labeler(self) -> PseudoLabeler:
@@ -55,7 +57,12 @@ class PredictionService:
 
     @property
     def model_version(self) -> str:
+        """The pseudo-labeller's version (what a project without a fine-tuned model gets)."""
         return self.labeler.version
+
+    def version_for(self, project_id: int | None) -> str:
+        """The project's fine-tuned nnU-Net version once it has one, else the pseudo-labeller's."""
+        return self.served.version(project_id) or self.model_version
 
     def warm_up(self) -> None:
         """Load the weights in the background, once, so the first /predict does not pay for it."""
@@ -131,11 +138,16 @@ class PredictionService:
         return prediction
 
     def predict(
-        self, tasks: list[dict[str, Any]], label_config: str, context: dict[str, Any] | None = None
+        self,
+        tasks: list[dict[str, Any]],
+        label_config: str,
+        context: dict[str, Any] | None = None,
+        project_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """One entry per task, in order. A task that fails gets ``{"error": ...}`` and no
         ``result``: Label Studio logs and skips it instead of storing an empty prediction.
-        With a smart-tool ``context``, the answer is the prompt's mask for the (single) task."""
+        With a smart-tool ``context``, the answer is the prompt's mask for the (single) task.
+        A project with a fine-tuned nnU-Net gets that model's masks instead of pseudo-labels."""
         try:
             config = parse_label_config(label_config)
         except LabelConfigError as exc:
@@ -150,8 +162,13 @@ class PredictionService:
                 return [{"error": f"task {tasks[0].get('id')}: {exc}"}]
         out = []
         for task in tasks:
+            project = project_id if project_id is not None else project_id_of(task.get("project"))
+            served = self.served.version(project)
             try:
-                out.append(self.predict_task(task, config)[0])
+                if served is not None and project is not None:
+                    out.append(self.served.predict_task(project, served, task, config, self.images))
+                else:
+                    out.append(self.predict_task(task, config)[0])
             except TASK_ERRORS as exc:
                 log.warning("task %s: %s", task.get("id"), exc)
                 out.append({"error": f"task {task.get('id')}: {exc}"})

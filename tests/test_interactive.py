@@ -56,7 +56,7 @@ def served(tmp_path: Path, sample_dir: Path):
     root = tmp_path / "root"
     root.mkdir()
     shutil.copyfile(sample.image, root / "a.png")
-    service = PredictionService(BackendConfig(model_dir=tmp_path / "md", local_files_root=root))
+    service = PredictionService(BackendConfig(model_dir=tmp_path / "md", local_files_root=root, worker="off"))
     return create_app(service.config, service).test_client(), service, read_label_image(sample.label)
 
 

@@ -52,7 +52,7 @@ def local(name: str) -> str:
 
 @pytest.fixture
 def config(tmp_path: Path, files: Path) -> BackendConfig:
-    return BackendConfig(model_dir=tmp_path / "model_dir", local_files_root=files)
+    return BackendConfig(model_dir=tmp_path / "model_dir", local_files_root=files, worker="off")
 
 
 def predict(client, names: list[str], label_config: str = CONFIG_XML) -> list[dict]:
@@ -104,7 +104,7 @@ def test_large_image_and_pixel_limit(config: BackendConfig, files: Path) -> None
     (big,) = predict(client, ["big.png"])
     assert big["result"] == []  # larger than 4096^2 and still answered
     small_limit = create_app(
-        BackendConfig(model_dir=config.model_dir, local_files_root=files, max_pixels=1000)
+        BackendConfig(model_dir=config.model_dir, local_files_root=files, max_pixels=1000, worker="off")
     )
     (refused,) = predict(small_limit.test_client(), ["nuclei.png"])
     assert "ACTIVESEG_MAX_PIXELS" in refused["error"]
@@ -124,19 +124,40 @@ def test_bad_predict_body(config: BackendConfig) -> None:
     assert r.status_code == 400
 
 
-def test_webhook_records_jobs_durably(config: BackendConfig) -> None:
+def test_webhook_queues_one_coreset_check_per_project(config: BackendConfig) -> None:
     client = create_app(config).test_client()
     r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
     assert r.status_code == 201
     job_id = r.get_json()["job"]
     record = json.loads((config.model_dir / "jobs" / f"{job_id}.json").read_text())
-    assert record["kind"] == "START_TRAINING" and record["status"] == "queued"
-    assert record["payload"]["project"]["id"] == 3
-    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {"id": 1}})
-    assert r.status_code == 201
-    r = client.post("/webhook", json={"action": "PROJECT_UPDATED"})
+    assert record["kind"] == "coreset-check" and record["status"] == "queued" and record["project"] == 3
+    assert record["trigger"] == "webhook:START_TRAINING"
+    assert "token" not in json.dumps(record)  # the payload (with the project's invite token) is not kept
+    # a second trigger while the check is queued joins it
+    again = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3, "token": "x"}})
+    assert again.status_code == 201 and again.get_json()["job"] == job_id
+    other = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 4}})
+    assert other.get_json()["job"] != job_id
+    r = client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 3}})
     assert r.status_code == 200 and r.get_json()["status"] == "ignored"
+    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 400
     assert len(list((config.model_dir / "jobs").glob("*.json"))) == 2
+    listed = client.get("/jobs?project=3").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [job_id]
+    assert client.get(f"/jobs/{job_id}").get_json()["status"] == "queued"
+    assert client.get("/jobs/nope").status_code == 404
+
+
+def test_webhook_secret(config: BackendConfig) -> None:
+    client = create_app(replace(config, webhook_secret="hook-s3cret")).test_client()
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": 3}}
+    assert client.post("/webhook", json=event).status_code == 403
+    wrong = {"X-Activeseg-Webhook-Secret": "nope"}
+    assert client.post("/webhook", json=event, headers=wrong).status_code == 403
+    right = {"X-Activeseg-Webhook-Secret": "hook-s3cret"}
+    assert client.post("/webhook", json=event, headers=right).status_code == 201
+    # Label Studio's "Start Training" call cannot carry the header
+    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}}).status_code == 201
 
 
 def test_basic_auth(config: BackendConfig) -> None:

@@ -69,7 +69,7 @@ def test_retrieve_predictions_through_label_studio(
     # no local root: the backend downloads every image from Label Studio with its own token
     config = BackendConfig(
         label_studio_url=label_studio.url, api_key=label_studio.login.token,
-        model_dir=tmp_path / "model_dir", basic_auth=basic_auth,
+        model_dir=tmp_path / "model_dir", basic_auth=basic_auth, worker="off",
     )  # fmt: skip
     backend = ThreadedServer(create_app(config))
     try:
@@ -139,7 +139,7 @@ def test_interactive_annotating_through_label_studio(
 
     project_id, _, staged, task_ids = make_project(label_studio, ls_client, sample_dir, "interactive", 1)
     config = BackendConfig(label_studio_url=label_studio.url, api_key=label_studio.login.token,
-                           model_dir=tmp_path / "model_dir")  # fmt: skip
+                           model_dir=tmp_path / "model_dir", worker="off")  # fmt: skip
     backend = ThreadedServer(create_app(config))
     try:
         ml = ls_client.sdk.ml.create(url=backend.url, project=project_id, title="smart", is_interactive=True)

@@ -1,0 +1,145 @@
+"""What the orchestrator remembers about one Label Studio project, beside its models.
+
+    <MODEL_DIR>/projects/<project id>/state.json   rounds, model versions, settings
+    <MODEL_DIR>/projects/<project id>/nnunet/      the nnU-Net workspace (activeseg.nnunet)
+    <MODEL_DIR>/projects/<project id>/scores/<v>/  per-task scores and masks of model <v>
+    <MODEL_DIR>/projects/<project id>/learning_curve.png
+
+Label Studio stays the source of truth for tasks and annotations; this file only records our
+own decisions (which tasks a round chose, which model was trained on what). The ML backend
+reads it to know which model to serve. Writes are atomic and serialised by a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from activeseg.fsutil import atomic_write_text
+from activeseg.nnunet.workspace import Workspace
+
+PRETRAIN_VERSION = "nnunet-r0"
+
+
+def finetune_version(round_number: int) -> str:
+    return f"nnunet-r{round_number}"
+
+
+def round_version(round_number: int) -> str:
+    """The Label Studio ``model_version`` of a round's ordering predictions."""
+    return f"round-{round_number}"
+
+
+@dataclass
+class Round:
+    number: int
+    ranked_with: str  # model version whose scores ranked it ("cold:<pseudo version>" before nnU-Net)
+    strategy: str
+    k: int
+    coreset: list[int]  # task ids, in rank order
+    order: list[int]  # every ranked task id, core-set first
+    created_at: float = field(default_factory=time.time)
+    #: model trained on this round's corrections (set once: a second trigger never trains again)
+    finetuned: str | None = None
+    #: mSA of the pre-annotations shown for the core-set against what the annotators submitted
+    coreset_msa: float | None = None
+    n_annotated: int | None = None  # human-annotated tasks when the round was fine-tuned
+
+    @property
+    def version(self) -> str:
+        return round_version(self.number)
+
+
+@dataclass
+class Settings:
+    """The admin's choices, kept so that webhook-triggered jobs use them too."""
+
+    epochs: int = 4
+    iterations_per_epoch: int = 25
+    finetune_epochs: int = 2
+    finetune_iterations_per_epoch: int = 25
+    finetune_lr: float = 1e-3
+    device: str = "cpu"
+    strategy: str = "hybrid"
+    budget: str = "5%"
+    seed: int = 0
+    with_pseudo: bool = False  # fine-tune on pseudo-labels of unannotated tasks too
+    eval_labels: str | None = None  # folder of ground-truth label images, by image name
+
+
+@dataclass
+class ProjectState:
+    project_id: int
+    pseudo_version: str | None = None
+    pretrained: str | None = None
+    served: str | None = None  # the fine-tuned model the ML backend serves
+    rounds: list[Round] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)
+    #: model version -> metrics on the admin's evaluation labels
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ranking_model(self) -> str | None:
+        """The newest nnU-Net model, which ranks the next round."""
+        return self.served or self.pretrained
+
+    @property
+    def current_round(self) -> Round | None:
+        return self.rounds[-1] if self.rounds else None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProjectState:
+        data = dict(data)
+        data["rounds"] = [Round(**r) for r in data.get("rounds", [])]
+        data["settings"] = Settings(**data.get("settings", {}))
+        return cls(**data)
+
+
+class ProjectDir:
+    """The folder of one project under MODEL_DIR, and its state file."""
+
+    def __init__(self, model_dir: Path, project_id: int) -> None:
+        self.project_id = int(project_id)
+        self.root = Path(model_dir).resolve() / "projects" / str(self.project_id)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace.open(self.root / "nnunet", create=True)
+
+    def scores_dir(self, version: str) -> Path:
+        return self.root / "scores" / version
+
+    @property
+    def curve_png(self) -> Path:
+        return self.root / "learning_curve.png"
+
+    def exists(self) -> bool:
+        return self.state_file.is_file()
+
+    def load(self) -> ProjectState:
+        if not self.state_file.is_file():
+            return ProjectState(self.project_id)
+        return ProjectState.from_json(json.loads(self.state_file.read_text()))
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[ProjectState]:
+        """Read, change and atomically write the state under an exclusive lock."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                state = self.load()
+                yield state
+                atomic_write_text(self.state_file, json.dumps(asdict(state), indent=1))
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

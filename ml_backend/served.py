@@ -1,0 +1,74 @@
+"""The fine-tuned nnU-Net a project has (if any): what the backend serves instead of pseudo-labels.
+
+The orchestrator records the served model version in the project's state under MODEL_DIR and
+stores that model's mask for every task it scored; those masks are served as they are. A task
+the model has not seen yet (imported later) is predicted here, with one loaded model per
+version, built on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activeseg.brush import labels_to_results
+from activeseg.imageio import decode_image, model_channels
+from activeseg.labelconfig import BrushConfig
+from activeseg.projectstate import ProjectDir
+from activeseg.scores import ScoreStore, foreground_entropy
+from ml_backend.images import ImageSource, task_image_url
+
+
+def project_id_of(value: Any) -> int | None:
+    """Label Studio sends the project as ``"<id>.<created_at>"`` (or a task carries its id)."""
+    if value is None:
+        return None
+    try:
+        return int(str(value).split(".")[0])
+    except ValueError:
+        return None
+
+
+class ServedModels:
+    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
+        self.model_dir = Path(model_dir)
+        self.device = device
+        self._predictors: dict[tuple[int, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def version(self, project_id: int | None) -> str | None:
+        """The fine-tuned model version served for this project, if any."""
+        if project_id is None:
+            return None
+        pdir = ProjectDir(self.model_dir, project_id)
+        return pdir.load().served if pdir.exists() else None
+
+    def _predictor(self, project_id: int, version: str) -> Any:
+        from activeseg.nnunet.engine import Predictor
+
+        with self._lock:
+            key = (project_id, version)
+            if key not in self._predictors:
+                ws = ProjectDir(self.model_dir, project_id).workspace
+                self._predictors[key] = Predictor(ws, version, device=self.device)
+            return self._predictors[key]
+
+    def predict_task(
+        self, project_id: int, version: str, task: dict[str, Any], config: BrushConfig, images: ImageSource
+    ) -> dict[str, Any]:
+        store = ScoreStore(ProjectDir(self.model_dir, project_id).scores_dir(version))
+        stored = store.get(int(task["id"]))
+        if stored is not None and stored.labels is not None:
+            labels, uncertainty = stored.labels, stored.uncertainty
+        else:
+            fetched = images.fetch(task_image_url(task, config.image_key))
+            image = decode_image(fetched.data, fetched.name)
+            pred = self._predictor(project_id, version).predict(model_channels(image))
+            labels, uncertainty = pred.labels, foreground_entropy(pred.entropy, pred.classes)
+        result = labels_to_results(labels.astype(np.uint32), config.from_name, config.to_name, config.label)
+        prediction = {"result": result, "score": round(1.0 - uncertainty, 4), "model_version": version}
+        config.validate_prediction(prediction)
+        return prediction

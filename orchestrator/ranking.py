@@ -1,0 +1,113 @@
+"""``activeseg rank``: score the unannotated tasks, choose the core-set, order the queue.
+
+Scores come from the newest nnU-Net model (stored when it was trained) or, before there is
+one, from the cold-start scorer. The round is recorded before anything is pushed, so a re-run
+after a failure (Label Studio stopped, Ctrl-C) pushes the same round again and completes it.
+
+Pre-annotations shown to annotators: the newest *fine-tuned* model's masks once there is one;
+before that the pseudo-labels (nnU-Net trained on pseudo-labels is not better than them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from activeseg.brush import labels_to_results
+from activeseg.projectstate import ProjectState, Round
+from activeseg.scores import ScoreStore
+from orchestrator.context import ProjectContext, has_human_labels
+from orchestrator.queue_order import PushReport, push_order
+from orchestrator.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
+from orchestrator.strategies import Candidates, budget_to_k, rank
+
+
+@dataclass(frozen=True)
+class RankResult:
+    round: Round
+    push: PushReport
+    errors: list[tuple[int, str]]
+
+
+def _scorer(ctx: ProjectContext, state: ProjectState, tasks: list[dict[str, Any]]) -> Scorer:
+    model = state.ranking_model
+    if model is not None:
+        return NnunetScorer(ctx.dir.workspace, model, ctx.images, ctx.config, state.settings.device)
+    return ColdStartScorer(ctx.pseudo_version(tasks), ctx.images, ctx.config)
+
+
+def _pre_annotation(
+    ctx: ProjectContext, state: ProjectState, pseudo: str | None
+) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    cfg = ctx.config
+    store = ScoreStore(ctx.dir.scores_dir(state.served)) if state.served else None
+
+    def regions(task: dict[str, Any]) -> list[dict[str, Any]]:
+        if store is not None:
+            labels = store.labels(int(task["id"]))
+            if labels is not None:
+                return labels_to_results(labels.astype(np.uint32), cfg.from_name, cfg.to_name, cfg.label)
+        preds = [p for p in task.get("predictions") or [] if p.get("model_version") == pseudo]
+        return max(preds, key=lambda p: p["id"])["result"] if preds else []
+
+    return regions
+
+
+def rank_project(
+    ctx: ProjectContext,
+    budget: str | None = None,
+    strategy: str | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> RankResult:
+    """Rank every unannotated task and push the order; ``None`` arguments use the saved settings."""
+    with ctx.dir.update() as st:  # remember the admin's choices for webhook-triggered rounds
+        st.settings.budget = budget or st.settings.budget
+        st.settings.strategy = strategy or st.settings.strategy
+        st.settings.seed = st.settings.seed if seed is None else seed
+    state = ctx.state()
+    settings = state.settings
+    tasks = ctx.tasks()
+    by_id = {int(t["id"]): t for t in tasks}
+    todo = [t for t in tasks if not has_human_labels(t)]
+    scorer = _scorer(ctx, state, tasks)
+    store = ScoreStore(ctx.dir.scores_dir(scorer.name))
+    scores, errors = score_tasks(scorer, store, todo, progress=progress)
+    done_scores = [
+        s for s in (store.get(int(t["id"])) for t in tasks if has_human_labels(t)) if s is not None
+    ]
+    labelled = stack_features(done_scores)
+    candidates = Candidates(
+        task_ids=np.array([s.task_id for s in scores], dtype=np.int64),
+        uncertainty=np.array([s.uncertainty for s in scores], dtype=np.float64),
+        features=stack_features(scores) if scores else np.zeros((0, 1), np.float32),
+        instances=np.array([s.instances for s in scores], dtype=np.int64),
+        labelled_features=labelled if len(done_scores) else np.zeros((0, 1), np.float32),
+    )
+    k = budget_to_k(settings.budget, len(scores))
+    ranking = rank(candidates, k, settings.strategy, settings.seed)
+    order = [int(candidates.task_ids[i]) for i in ranking.order]
+    clusters = {int(candidates.task_ids[i]): int(c) for i, c in enumerate(ranking.clusters)}
+    with ctx.dir.update() as st:
+        current = st.current_round
+        # a round whose core-set has not been used for training yet is re-ranked in place
+        number = current.number if current and current.finetuned is None else len(st.rounds) + 1
+        rnd = Round(number=number, ranked_with=scorer.name, strategy=settings.strategy, k=ranking.k,
+                    coreset=order[: ranking.k], order=order)  # fmt: skip
+        st.rounds = [r for r in st.rounds if r.number != number] + [rnd]
+    pushed = push_order(
+        ctx.client, ctx.project_id, ctx.config, rnd.version, order, clusters,
+        _pre_annotation(ctx, state, state.pseudo_version or _maybe_pseudo(ctx, tasks)),
+        by_id, rnd.number, progress=progress,
+    )  # fmt: skip
+    return RankResult(rnd, pushed, errors)
+
+
+def _maybe_pseudo(ctx: ProjectContext, tasks: list[dict[str, Any]]) -> str | None:
+    try:
+        return ctx.pseudo_version(tasks)
+    except ValueError:
+        return None

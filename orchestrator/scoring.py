@@ -1,0 +1,114 @@
+"""Scoring tasks for ranking: each task once per model version (``activeseg.scores`` stores them).
+
+Two scorers:
+- :class:`NnunetScorer`: the current nnU-Net: mean per-pixel softmax entropy over the dilated
+  predicted foreground (where errors happen; a mostly empty image is not "uncertain" just
+  because its background is large), features = pooled bottleneck activations.
+- :class:`ColdStartScorer`, before any nnU-Net exists: features from the SAM (LiteMedSAM)
+  image encoder, uncertainty = 1 - the pseudo-label's own confidence score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from activeseg.brush import results_to_labels
+from activeseg.imageio import decode_image, model_channels
+from activeseg.labelconfig import BrushConfig
+from activeseg.scores import ScoreStore, TaskScore, foreground_entropy
+from ml_backend.images import ImageSource, task_image_url
+
+
+class Scorer(Protocol):
+    """Scores one task; ``name`` is the model version the scores belong to."""
+
+    name: str
+
+    def score(self, task: dict[str, Any]) -> TaskScore: ...
+
+
+class NnunetScorer:
+    """A trained model version of the project's nnU-Net workspace."""
+
+    def __init__(self, workspace: Any, version: str, images: ImageSource, config: BrushConfig, device: str):
+        from activeseg.nnunet.engine import Predictor
+
+        self.name = version
+        self.images, self.config = images, config
+        self.predictor = Predictor(workspace, version, device=device)
+
+    def score(self, task: dict[str, Any]) -> TaskScore:
+        fetched = self.images.fetch(task_image_url(task, self.config.image_key))
+        image = decode_image(fetched.data, fetched.name)
+        pred = self.predictor.predict(model_channels(image))
+        return TaskScore(
+            task_id=int(task["id"]),
+            uncertainty=foreground_entropy(pred.entropy, pred.classes),
+            instances=int(pred.labels.max()),
+            features=pred.features,
+            labels=pred.labels.astype(np.uint16 if pred.labels.max() < 65536 else np.uint32),
+        )
+
+
+class ColdStartScorer:
+    """Before nnU-Net: the pseudo-label's confidence and the SAM image encoder's view of the image."""
+
+    def __init__(self, pseudo_version: str, images: ImageSource, config: BrushConfig) -> None:
+        self.name = f"cold-{pseudo_version}"
+        self.pseudo_version = pseudo_version
+        self.images, self.config = images, config
+        self._predictor: Any = None
+
+    def _embed(self, image: np.ndarray) -> np.ndarray:
+        if self._predictor is None:
+            from segment_anything import SamPredictor
+
+            from ml_backend.pseudolabelers.sam_models import load_litemedsam
+
+            self._predictor = SamPredictor(load_litemedsam())
+        from ml_backend.pseudolabelers.sam import sam_rgb
+
+        self._predictor.set_image(sam_rgb(image))
+        emb = self._predictor.features[0].float()  # (256, 64, 64)
+        return np.concatenate([emb.mean(dim=(1, 2)).numpy(), emb.std(dim=(1, 2)).numpy()])
+
+    def score(self, task: dict[str, Any]) -> TaskScore:
+        preds = [p for p in task.get("predictions") or [] if p.get("model_version") == self.pseudo_version]
+        if not preds:
+            raise ValueError(f"task {task['id']} has no {self.pseudo_version} pseudo-label; run prelabel")
+        pred = max(preds, key=lambda p: p.get("id") or 0)
+        fetched = self.images.fetch(task_image_url(task, self.config.image_key))
+        image = decode_image(fetched.data, fetched.name)
+        labels = results_to_labels(pred["result"], image.shape[0], image.shape[1], self.config.from_name)
+        confidence = float(pred.get("score") or 0.0)
+        return TaskScore(
+            task_id=int(task["id"]),
+            uncertainty=1.0 - confidence,
+            instances=int(len(np.unique(labels)) - 1),
+            features=self._embed(image).astype(np.float32),
+        )
+
+
+def score_tasks(
+    scorer: Scorer, store: ScoreStore, tasks: Sequence[dict[str, Any]], progress: bool = True
+) -> tuple[list[TaskScore], list[tuple[int, str]]]:
+    """Scores of ``tasks`` (computed where missing) and the (task id, error) of those that failed."""
+    todo = [t for t in tasks if not store.has(int(t["id"]))]
+    errors: list[tuple[int, str]] = []
+    for task in tqdm(todo, desc=f"scoring with {scorer.name}", unit="task", disable=not progress or not todo):
+        try:
+            store.put(scorer.score(task))
+        except (ValueError, OSError) as exc:
+            errors.append((int(task["id"]), str(exc)))
+    failed = {e[0] for e in errors}
+    scores = [store.get(int(t["id"])) for t in tasks if int(t["id"]) not in failed]
+    return [s for s in scores if s is not None], errors
+
+
+def stack_features(scores: Iterable[TaskScore]) -> np.ndarray:
+    rows = [s.features for s in scores]
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)

@@ -1,0 +1,235 @@
+"""Ranking strategies: which unannotated images annotators should correct first.
+
+Every strategy returns a full order of the candidates; the first ``k`` are the core-set sent for
+correction, the rest are the queue after it. Pure numpy, so the active-learning loop can rank
+without a GPU, torch or a Label Studio server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from math import ceil
+
+import numpy as np
+
+DEFAULT_STRATEGY = "hybrid"
+_CENTRE_BLOCK = 256  # centres per matrix product, so N x M distances never sit in memory at once
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """The unannotated images to rank, and what the current model says about them."""
+
+    task_ids: np.ndarray  # (N,) int64
+    uncertainty: np.ndarray  # (N,) float, higher = model less sure (not necessarily in [0, 1])
+    features: np.ndarray  # (N, D) float32, one vector per image (e.g. pooled encoder activations)
+    instances: np.ndarray  # (N,) int, predicted instance (cell) count per image
+    labelled_features: np.ndarray  # (M, D) features of already annotated images: existing coreset centres
+
+    def __post_init__(self) -> None:
+        if np.ndim(self.task_ids) != 1:
+            raise ValueError(f"task_ids must be 1-D, got shape {np.shape(self.task_ids)}")
+        n = len(self.task_ids)
+        for name in ("uncertainty", "instances"):
+            shape = np.shape(getattr(self, name))
+            if shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},) like task_ids, got {shape}")
+        if np.ndim(self.features) != 2 or np.shape(self.features)[0] != n:
+            raise ValueError(f"features must have shape ({n}, D), got {np.shape(self.features)}")
+        d = np.shape(self.features)[1]
+        labelled = np.shape(self.labelled_features)
+        if len(labelled) != 2 or (labelled[0] > 0 and labelled[1] != d):
+            raise ValueError(f"labelled_features must have shape (M, {d}) like features, got {labelled}")
+        if not (np.all(np.isfinite(self.uncertainty)) and np.all(np.isfinite(self.features))):
+            raise ValueError("uncertainty and features must be finite (no NaN or inf)")
+        if np.any(np.asarray(self.instances) < 0):
+            raise ValueError("instances must be non-negative counts")
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    order: np.ndarray  # (N,) permutation of range(N), most informative first; core-set = order[:k]
+    clusters: np.ndarray  # (N,) core-set cluster id per candidate, indexed like the candidates (-1 if k == 0)
+    strategy: str
+    k: int  # core-set size actually used: min(requested k, N)
+
+
+StrategyFn = Callable[[Candidates, int, np.random.Generator], np.ndarray]
+STRATEGIES: dict[str, StrategyFn] = {}
+
+
+def register_strategy(name: str) -> Callable[[StrategyFn], StrategyFn]:
+    """Decorator adding a strategy under ``name``; reusing a name is a mistake, not an override."""
+
+    def add(fn: StrategyFn) -> StrategyFn:
+        if name in STRATEGIES:
+            raise ValueError(f"strategy {name!r} is already registered")
+        STRATEGIES[name] = fn
+        return fn
+
+    return add
+
+
+def get_strategy(name: str) -> StrategyFn:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
+
+
+def _normalise(features: np.ndarray) -> np.ndarray:
+    """Unit rows in float64; zero rows stay zero, so they are at cosine distance 1 from everything else."""
+    x = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def _distance_to(unit: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Cosine distance of every unit row to one unit vector, clipped at 0 against rounding."""
+    return np.maximum(1.0 - unit @ vector, 0.0)
+
+
+def _first_pick(unit: np.ndarray, rng: np.random.Generator | None) -> int:
+    """With nothing annotated: a seeded random point, or without a generator the farthest from the mean."""
+    if rng is not None:
+        return int(rng.integers(len(unit)))
+    mean = unit.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return int(np.argmax(_distance_to(unit, mean / norm if norm > 0 else mean)))
+
+
+def kcenter_greedy(
+    features: np.ndarray,
+    k: int,
+    centres: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sener & Savarese k-center greedy under cosine distance: each pick is the point farthest from
+    everything chosen so far (and from ``centres``), so the picks cover the feature space.
+
+    Cosine, because pooled activations differ in scale with image brightness and cell count, not content.
+    Returns the picks in order and every point's final distance to the nearest pick or centre
+    (0 for picks; inf if there is neither a pick nor a centre).
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    unit = _normalise(features)
+    n = len(unit)
+    k = min(k, n)
+    min_dist = np.full(n, np.inf)
+    has_centres = centres is not None and len(centres) > 0
+    if has_centres:
+        unit_centres = _normalise(centres)
+        for start in range(0, len(unit_centres), _CENTRE_BLOCK):
+            block = unit_centres[start : start + _CENTRE_BLOCK]
+            min_dist = np.minimum(min_dist, np.maximum(1.0 - unit @ block.T, 0.0).min(axis=1))
+    selected = np.empty(k, dtype=np.int64)
+    for step in range(k):
+        pick = int(np.argmax(min_dist)) if step or has_centres else _first_pick(unit, rng)
+        selected[step] = pick
+        min_dist = np.minimum(min_dist, _distance_to(unit, unit[pick]))
+        min_dist[pick] = -1.0  # never picked twice, even when every remaining distance is 0
+    min_dist[selected] = 0.0
+    return selected, min_dist
+
+
+def budget_to_k(budget: str | float | int, n: int) -> int:
+    """Core-set size from an annotation budget: a count ("12", 12), a percentage ("5%") or a fraction (0.05).
+
+    A fraction or percentage rounds up, to at least 1 when there are candidates; a count is capped at ``n``.
+    """
+    if n < 0:
+        raise ValueError(f"number of candidates must be >= 0, got {n}")
+    bad = ValueError(
+        f"invalid budget {budget!r}: use a count (12), a percentage ('5%') or a fraction in (0, 1)"
+    )
+    text = str(budget).strip()  # str() of a float is its shortest decimal, so 0.07 stays exactly 7/100
+    percent = isinstance(budget, str) and text.endswith("%")
+    try:
+        value = Fraction(text.removesuffix("%") if percent else text)
+    except ValueError:
+        raise bad from None
+    if percent and 0 < value <= 100:
+        fraction = value / 100
+    elif not percent and 0 < value < 1:
+        fraction = value
+    elif not percent and value >= 1 and value.denominator == 1:
+        return min(int(value), n)
+    else:
+        raise bad
+    return min(n, max(1, ceil(fraction * n))) if n else 0
+
+
+def _by_uncertainty(candidates: Candidates) -> np.ndarray:
+    return np.argsort(-np.asarray(candidates.uncertainty, dtype=np.float64), kind="stable")
+
+
+@register_strategy("random")
+def random_order(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(len(candidates.task_ids))
+
+
+@register_strategy("instance-random")
+def instance_random(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Random, weighted by predicted cell count + 1: images full of cells teach more per annotation,
+    and this cheap baseline is the one active-learning studies find hard to beat."""
+    n = len(candidates.task_ids)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    weights = np.asarray(candidates.instances, dtype=np.float64) + 1.0
+    return rng.choice(n, n, replace=False, p=weights / weights.sum())
+
+
+@register_strategy("entropy")
+def entropy(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Least sure first; ties keep candidate order."""
+    return _by_uncertainty(candidates)
+
+
+@register_strategy("coreset")
+def coreset(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-center greedy from the already annotated images; the rest farthest-from-the-core-set first."""
+    selected, min_dist = kcenter_greedy(candidates.features, k, candidates.labelled_features, rng)
+    rest = np.setdiff1d(np.arange(len(min_dist)), selected)
+    return np.concatenate([selected, rest[np.argsort(-min_dist[rest], kind="stable")]])
+
+
+@register_strategy("hybrid")
+def hybrid(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-center greedy inside the most uncertain half (at least 2k images).
+
+    Pure uncertainty picks near-duplicates from one hard cluster; pure diversity picks outliers and
+    empty images the model already handles. Covering the uncertain pool gets both, as in
+    uncertainty-then-diversity pipelines such as BADGE. After the core-set: the rest of the pool,
+    then everything else, each by uncertainty.
+    """
+    by_uncertainty = _by_uncertainty(candidates)
+    n = len(by_uncertainty)
+    pool = by_uncertainty[: min(n, max(2 * k, ceil(n / 2)))]
+    picked, _ = kcenter_greedy(candidates.features[pool], k, candidates.labelled_features, rng)
+    rest_of_pool = np.delete(pool, picked)  # pool is in uncertainty order, and np.delete keeps it
+    return np.concatenate([pool[picked], rest_of_pool, by_uncertainty[len(pool) :]])
+
+
+def rank(candidates: Candidates, k: int, strategy: str = DEFAULT_STRATEGY, seed: int = 0) -> Ranking:
+    """Order the candidates with ``strategy`` and group each one with its nearest core-set member,
+    so an annotator's correction of a core image can be read as standing for its cluster."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    n = len(candidates.task_ids)
+    k = min(k, n)
+    order = np.asarray(get_strategy(strategy)(candidates, k, np.random.default_rng(seed)))
+    if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+        raise RuntimeError(f"strategy {strategy!r} did not return a permutation of range({n})")
+    unit = _normalise(candidates.features)
+    clusters = np.full(n, -1, dtype=np.int64)
+    nearest = np.full(n, np.inf)
+    for cluster, member in enumerate(order[:k]):
+        dist = _distance_to(unit, unit[member])
+        closer = dist < nearest  # strict: ties go to the earlier core-set member
+        nearest[closer] = dist[closer]
+        clusters[closer] = cluster
+    clusters[order[:k]] = np.arange(k)  # duplicates (and zero rows) of a member still get their own cluster
+    return Ranking(order=order.astype(np.int64), clusters=clusters, strategy=strategy, k=k)

@@ -1,0 +1,247 @@
+"""The nnU-Net steps of the loop: pretrain on pseudo-labels, fine-tune on the corrected core-set.
+
+Both are safe to re-run after a crash: the dataset export is idempotent, training resumes from
+its last checkpoint, and a model version that finished is never trained again. After training,
+every task is scored with the new model (uncertainty, features and its mask), so that ``rank``
+and the ML backend read stored results instead of running the network again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activeseg.brush import results_to_labels
+from activeseg.imageio import decode_image, read_label_image
+from activeseg.metrics import score_dataset
+from activeseg.nnunet.dataset import export_dataset
+from activeseg.nnunet.engine import (
+    EpochProgress,
+    ModelInfo,
+    TrainBudget,
+    list_models,
+    plan_and_preprocess,
+    preprocess,
+    train,
+)
+from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, finetune_version
+from activeseg.scores import ScoreStore
+from ml_backend.images import task_image_url
+from orchestrator.context import ProjectContext, has_human_labels
+from orchestrator.scoring import NnunetScorer, score_tasks
+from orchestrator.training_data import CaseReport, best_labels, cases_from_tasks
+
+Report = Callable[[str], None]
+
+
+class LoopError(RuntimeError):
+    """A step of the loop cannot run yet; the message says what to do first."""
+
+
+@dataclass(frozen=True)
+class CoresetProgress:
+    total: int
+    done: list[int]
+    pending: list[int]
+    deleted: list[int]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done) and not self.pending
+
+
+def coreset_progress(rnd: Round, tasks: Sequence[dict[str, Any]]) -> CoresetProgress:
+    """Which core-set tasks have a submitted annotation (a deleted task no longer counts)."""
+    by_id = {int(t["id"]): t for t in tasks}
+    done = [t for t in rnd.coreset if t in by_id and has_human_labels(by_id[t])]
+    deleted = [t for t in rnd.coreset if t not in by_id]
+    pending = [t for t in rnd.coreset if t in by_id and t not in done]
+    return CoresetProgress(len(rnd.coreset), done, pending, deleted)
+
+
+def _epoch_printer(report: Report, version: str) -> Callable[[EpochProgress], None]:
+    def on_epoch(p: EpochProgress) -> None:
+        dice = ", ".join(f"{d:.2f}" for d in p.pseudo_dice)
+        report(f"{version}: epoch {p.epoch}/{p.epochs} loss {p.train_loss:.3f} pseudo-Dice [{dice}] "
+               f"({p.seconds:.0f} s)")  # fmt: skip
+
+    return on_epoch
+
+
+def _existing(ctx: ProjectContext, version: str) -> ModelInfo | None:
+    return next((m for m in list_models(ctx.dir.workspace) if m.version == version), None)
+
+
+def _score_all(ctx: ProjectContext, version: str, tasks: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+    scorer = NnunetScorer(ctx.dir.workspace, version, ctx.images, ctx.config, ctx.state().settings.device)
+    _, errors = score_tasks(scorer, ScoreStore(ctx.dir.scores_dir(version)), tasks)
+    return errors
+
+
+def pretrain(ctx: ProjectContext, report: Report = print) -> ModelInfo:
+    """Train nnU-Net on the pseudo-labels (and any human annotations) of every task."""
+    tasks = ctx.tasks()
+    pseudo = ctx.pseudo_version(tasks)
+    settings = ctx.state().settings
+    info = _existing(ctx, PRETRAIN_VERSION)
+    if info is None:
+        cases = cases_from_tasks(tasks, ctx.config, ctx.images, pseudo)
+        if not cases.cases:
+            raise LoopError(f"project {ctx.project_id}: no task has labels to train on")
+        report(
+            f"exporting {len(cases.cases)} cases ({cases.count('pseudo')} pseudo-labels, "
+            f"{cases.count('human')} annotations; {len(cases.unlabelled)} tasks without either)"
+        )
+        ws = ctx.dir.workspace
+        export_dataset(ws, cases.cases)
+        report("nnU-Net planning and preprocessing")
+        plan_and_preprocess(ws)
+        budget = TrainBudget(epochs=settings.epochs, iterations_per_epoch=settings.iterations_per_epoch)
+        info = train(ws, PRETRAIN_VERSION, budget, _sources(cases), device=settings.device,
+                     on_epoch=_epoch_printer(report, PRETRAIN_VERSION))  # fmt: skip
+    errors = _score_all(ctx, PRETRAIN_VERSION, tasks)
+    with ctx.dir.update() as state:
+        state.pseudo_version = pseudo
+        state.pretrained = PRETRAIN_VERSION
+    evaluate(ctx, [PRETRAIN_VERSION, pseudo], tasks)
+    for task_id, error in errors:
+        report(f"task {task_id} could not be scored: {error}")
+    return info
+
+
+def _sources(cases: CaseReport) -> dict[str, int]:
+    return {"human": cases.count("human"), "pseudo": cases.count("pseudo")}
+
+
+def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -> ModelInfo | None:
+    """Fine-tune on the current round's corrections once its core-set is complete.
+
+    Returns None (and trains nothing) when the round already has its fine-tuned model.
+    """
+    state = ctx.state()
+    rnd = state.current_round
+    if state.pretrained is None or rnd is None:
+        raise LoopError(f"project {ctx.project_id}: run 'activeseg pretrain' and 'activeseg rank' first")
+    if rnd.finetuned is not None:
+        report(f"round {rnd.number} was already fine-tuned into {rnd.finetuned}; run 'activeseg rank' "
+               "for the next round")  # fmt: skip
+        return None
+    tasks = ctx.tasks()
+    progress = coreset_progress(rnd, tasks)
+    if not progress.complete and not force:
+        raise LoopError(
+            f"core-set of round {rnd.number}: {len(progress.done)}/{progress.total - len(progress.deleted)} "
+            f"tasks annotated; waiting for {', '.join(map(str, progress.pending[:10]))}"
+        )
+    version = finetune_version(rnd.number)
+    parent = state.served or state.pretrained
+    settings = state.settings
+    info = _existing(ctx, version)
+    if info is None:
+        human = [t for t in tasks if has_human_labels(t)]
+        rest = [t for t in tasks if not has_human_labels(t)] if settings.with_pseudo else []
+        cases = cases_from_tasks(human + rest, ctx.config, ctx.images, state.pseudo_version)
+        report(f"fine-tuning {parent} on {cases.count('human')} annotated images"
+               + (f" and {cases.count('pseudo')} pseudo-labels" if rest else ""))  # fmt: skip
+        ws = ctx.dir.workspace
+        export_dataset(ws, cases.cases)
+        preprocess(ws)
+        budget = TrainBudget(
+            epochs=settings.finetune_epochs,
+            iterations_per_epoch=settings.finetune_iterations_per_epoch,
+            initial_lr=settings.finetune_lr,
+        )
+        info = train(ws, version, budget, _sources(cases), parent=parent, device=settings.device,
+                     on_epoch=_epoch_printer(report, version))  # fmt: skip
+    shown = _coreset_agreement(ctx, rnd, tasks)
+    errors = _score_all(ctx, version, [t for t in tasks if not has_human_labels(t)])
+    with ctx.dir.update() as st:
+        st.served = version
+        current = st.rounds[-1]
+        current.finetuned = version
+        current.coreset_msa = shown
+        current.n_annotated = sum(has_human_labels(t) for t in tasks)
+    evaluate(ctx, [version], tasks)
+    for task_id, error in errors:
+        report(f"task {task_id} could not be scored: {error}")
+    return info
+
+
+def _coreset_agreement(ctx: ProjectContext, rnd: Round, tasks: Sequence[dict[str, Any]]) -> float | None:
+    """mSA of what annotators were shown (the round's pre-annotation) against what they submitted:
+    an honest score of the model on images it had not been trained on."""
+    pairs = []
+    by_id = {int(t["id"]): t for t in tasks}
+    for task_id in coreset_progress(rnd, tasks).done:
+        task = by_id[task_id]
+        shown = [p for p in task.get("predictions") or [] if p.get("model_version") == rnd.version]
+        human = best_labels(task, ctx.config, None)
+        if not shown or human is None:
+            continue
+        h, w = _task_shape(ctx, task, human[0], shown[0]["result"])
+        pairs.append((
+            results_to_labels(human[0], h, w, ctx.config.from_name),
+            results_to_labels(shown[0]["result"], h, w, ctx.config.from_name),
+        ))  # fmt: skip
+    return round(score_dataset(pairs).msa, 4) if pairs else None
+
+
+def _task_shape(ctx: ProjectContext, task: dict[str, Any], *results: list[dict[str, Any]]) -> tuple[int, int]:
+    """The image size: from a region, else (no region at all) from the image itself."""
+    for result in results:
+        for region in result:
+            if "original_height" in region:
+                return int(region["original_height"]), int(region["original_width"])
+    fetched = ctx.images.fetch(task_image_url(task, ctx.config.image_key))
+    height, width = decode_image(fetched.data, fetched.name).shape[:2]
+    return height, width
+
+
+def _eval_label_file(folder: Path, name: str) -> Path | None:
+    for suffix in (".png", ".tif", ".tiff"):
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def evaluate(ctx: ProjectContext, versions: Sequence[str], tasks: Sequence[dict[str, Any]]) -> None:
+    """Score ``versions`` against the admin's evaluation labels (``Settings.eval_labels``) on the
+    tasks nobody annotated, so no model is scored on images it was trained on as ground truth.
+
+    A version is an nnU-Net model (its stored masks) or the pseudo-labeller (its predictions).
+    """
+    state: ProjectState = ctx.state()
+    if not state.settings.eval_labels:
+        return
+    folder = Path(state.settings.eval_labels)
+    truth: dict[int, np.ndarray] = {}
+    for task in tasks:
+        name = str((task.get("data") or {}).get("name") or "")
+        path = _eval_label_file(folder, name) if name else None
+        if path is not None and not has_human_labels(task):
+            truth[int(task["id"])] = read_label_image(path)
+    by_id = {int(t["id"]): t for t in tasks}
+    results: dict[str, dict[str, Any]] = {}
+    for version in versions:
+        store = ScoreStore(ctx.dir.scores_dir(version))
+        pairs = []
+        for task_id, gt in truth.items():
+            pred = store.labels(task_id)
+            if pred is None:
+                preds = [
+                    p for p in by_id[task_id].get("predictions") or [] if p.get("model_version") == version
+                ]
+                if not preds:
+                    continue
+                pred = results_to_labels(preds[-1]["result"], gt.shape[0], gt.shape[1], ctx.config.from_name)
+            pairs.append((gt, pred))
+        if pairs:
+            scores = score_dataset(pairs)
+            results[version] = {"msa": scores.msa, "ap50": scores.ap[0.5], "f1": scores.f1, "n": len(pairs)}
+    with ctx.dir.update() as st:
+        st.evaluations.update(results)
