@@ -100,18 +100,32 @@ class JobStore:
         return Job(**json.loads(path.read_text()))
 
     def list(self, project: int | None = None) -> list[Job]:
-        """Jobs, oldest first (ids sort by creation time)."""
+        """Jobs, oldest first."""
         if not self.root.is_dir():
             return []
-        jobs = [Job(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]
+        jobs = [Job(**json.loads(p.read_text())) for p in self.root.glob("*.json")]
+        jobs.sort(key=lambda j: (j.created_at, j.id))
         return [j for j in jobs if project is None or j.project == project]
+
+    @staticmethod
+    def _new(kind: str, project: int, trigger: str, params: dict[str, Any] | None, **fields: Any) -> Job:
+        if kind not in KINDS:
+            raise JobError(f"unknown job kind {kind!r}; known: {', '.join(KINDS)}")
+        return Job(
+            id=f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}",
+            kind=kind,
+            project=int(project),
+            status=fields.pop("status", QUEUED),
+            created_at=time.time(),
+            trigger=trigger,
+            params=dict(params or {}),
+            **fields,
+        )
 
     def submit(
         self, kind: str, project: int, trigger: str, params: dict[str, Any] | None = None
     ) -> tuple[Job, bool]:
         """(job, created): a new queued job, or the equal job already queued or working."""
-        if kind not in KINDS:
-            raise JobError(f"unknown job kind {kind!r}; known: {', '.join(KINDS)}")
         params = dict(params or {})
         with self._locked():
             self._reap_locked()
@@ -119,50 +133,35 @@ class JobStore:
                 same = job.kind == kind and job.params == params
                 if same and (job.status == QUEUED or (job.status == RUNNING and job.stage == WORKING)):
                     return job, False
-            job = Job(
-                id=f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}",
-                kind=kind,
-                project=int(project),
-                status=QUEUED,
-                created_at=time.time(),
-                trigger=trigger,
-                params=params,
-            )
-            return self._write(job), True
+            return self._write(self._new(kind, project, trigger, params)), True
 
-    def claim(self, job_id: str | None = None, pid: int | None = None) -> Job | None:
-        """Mark a queued job running for process ``pid`` (default: this one) and return it.
+    def start_here(self, kind: str, project: int, trigger: str, params: dict[str, Any] | None = None) -> Job:
+        """A new job, already running in this process (the CLI's foreground runs); refused with
+        :class:`JobError` while another job of the project runs."""
+        with self._locked():
+            self._reap_locked()
+            running = [j for j in self.list(project) if j.status == RUNNING]
+            if running:
+                raise JobError(
+                    f"project {project} already has a running job {running[0].id} ({running[0].kind}); "
+                    "wait for it (activeseg jobs) and try again"
+                )
+            job = self._new(kind, project, trigger, params, status=RUNNING, pid=os.getpid(),
+                            host=socket.gethostname(), started_at=time.time(), stage="starting")  # fmt: skip
+            return self._write(job)
 
-        Without ``job_id``, the oldest queued job of a project with nothing running; None if none.
-        With ``job_id``, that job, or :class:`JobError` saying why it cannot run now.
-        """
+    def claim(self, pid: int | None = None) -> Job | None:
+        """Mark the oldest queued job of a project with nothing running as running for process
+        ``pid`` (default: this one) and return it; None if no job can run now."""
         with self._locked():
             self._reap_locked()
             jobs = self.list()
             busy = {j.project for j in jobs if j.status == RUNNING}
-            if job_id is not None:
-                job = self.get(job_id)
-                if job.status != QUEUED:
-                    raise JobError(f"job {job_id} is {job.status}, not queued")
-                if job.project in busy:
-                    running = next(j for j in jobs if j.status == RUNNING and j.project == job.project)
-                    raise JobError(
-                        f"project {job.project} already has a running job {running.id} ({running.kind}); "
-                        "wait for it (activeseg jobs) and try again"
-                    )
-                candidates = [job]
-            else:
-                candidates = [j for j in jobs if j.status == QUEUED and j.project not in busy]
+            candidates = [j for j in jobs if j.status == QUEUED and j.project not in busy]
             if not candidates:
                 return None
-            job = replace(
-                candidates[0],
-                status=RUNNING,
-                pid=pid or os.getpid(),
-                host=socket.gethostname(),
-                started_at=time.time(),
-                stage="starting",
-            )
+            job = replace(candidates[0], status=RUNNING, pid=pid or os.getpid(), host=socket.gethostname(),
+                          started_at=time.time(), stage="starting")  # fmt: skip
             return self._write(job)
 
     def update(self, job_id: str, **changes: Any) -> Job:

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import activeseg
 from activeseg.datasets import BUNDLED_SAMPLE, DatasetError
 from activeseg.imageio import ImageReadError
+from activeseg.jobs import JobError
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
 from activeseg.lsclient import LabelStudioError
 from activeseg.lsserver import LabelStudioServerError
+from activeseg.nnunet.dataset import DatasetExportError
+from activeseg.nnunet.workspace import WorkspaceError
 from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS
 from ml_backend.pseudolabelers.base import ModelLoadError
+from orchestrator.context import default_model_dir
+from orchestrator.strategies import STRATEGIES
+from orchestrator.training import LoopError
+
+if TYPE_CHECKING:
+    from orchestrator.context import ProjectContext
 
 USER_ERRORS = (
     ImageReadError,
@@ -31,6 +42,10 @@ USER_ERRORS = (
     LabelStudioServerError,
     ModelLoadError,
     CheckpointError,
+    JobError,
+    LoopError,
+    WorkspaceError,
+    DatasetExportError,
 )
 
 
@@ -47,9 +62,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator.demo import run_demo
 
     result = run_demo(
-        images=args.images, workspace=args.workspace, title=args.title,
-        label_config=args.label_config, port=args.port,
-    )  # fmt: skip
+        images=args.images,
+        workspace=args.workspace,
+        title=args.title,
+        label_config=args.label_config,
+        port=args.port,
+    )
     print(
         f"\nProject with {result.n_tasks} tasks ({result.n_new} new) is ready:\n"
         f"  open     {result.url}/projects/{result.project_id}/data\n"
@@ -127,6 +145,223 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _context(args: argparse.Namespace) -> ProjectContext:
+    from orchestrator.context import ProjectContext
+
+    return ProjectContext.from_env(args.project, args.model_dir)
+
+
+def _save_settings(ctx: ProjectContext, **values: object) -> None:
+    """Keep the flags the admin gave, so webhook-triggered jobs use them too."""
+    with ctx.dir.update() as state:
+        for name, value in values.items():
+            if value is not None:
+                setattr(state.settings, name, str(value.resolve()) if isinstance(value, Path) else value)
+
+
+def _foreground(ctx: ProjectContext, kind: str, work: Callable[[], object]) -> object:
+    """Run ``work`` as a job of this process, so the queue knows the project is busy."""
+    from activeseg.jobs import JobStore
+    from orchestrator.worker import jobs_dir
+
+    store = JobStore(jobs_dir(ctx.model_dir))
+    job = store.start_here(kind, ctx.project_id, "cli")
+    try:
+        store.update(job.id, stage="working")
+        result = work()
+    except BaseException as exc:
+        store.finish(job.id, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    store.finish(job.id, result={"status": "done"})
+    return result
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from activeseg.labelconfig import load_label_config
+    from activeseg.lsclient import LabelStudioClient
+    from orchestrator.project_setup import init_project
+
+    files_root = args.files_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    if not files_root:
+        print(
+            "activeseg: error: give --files-root or set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT to the folder "
+            "Label Studio serves local files from",
+            file=sys.stderr,
+        )
+        return 2
+    user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
+    result = init_project(
+        LabelStudioClient(),
+        args.images,
+        args.title,
+        Path(files_root),
+        load_label_config(args.label_config),
+        backend_url=args.backend_url,
+        backend_auth=(user, password) if user and password else None,
+        webhook_secret=os.environ.get("ACTIVESEG_WEBHOOK_SECRET") or None,
+    )
+    print(
+        ("created" if result.created else "reusing") + f" project {result.project_id} '{args.title}': "
+        f"{result.n_tasks} tasks ({result.n_new} new)"
+    )
+    if result.ml_backend_id is not None:
+        print(
+            f"ML backend {args.backend_url} connected (id {result.ml_backend_id}), "
+            f"webhook {result.webhook_id}"
+        )
+    print(f"next: activeseg prelabel --project {result.project_id}")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from orchestrator.training import pretrain
+
+    ctx = _context(args)
+    _save_settings(
+        ctx,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations,
+        device=args.device,
+        eval_labels=args.eval_labels,
+    )
+    info = _foreground(ctx, "pretrain", lambda: pretrain(ctx))
+    print(
+        f"model {info.version} trained in {info.seconds:.0f} s; next: activeseg rank --project {args.project}"
+    )
+    return 0
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from orchestrator.ranking import rank_project
+
+    ctx = _context(args)
+    result = rank_project(ctx, budget=args.budget, strategy=args.strategy, seed=args.seed)
+    rnd, push = result.round, result.push
+    print(
+        f"round {rnd.number}: {len(rnd.order)} tasks ranked by {rnd.strategy} with {rnd.ranked_with}; "
+        f"core-set of {rnd.k}: tasks {', '.join(map(str, rnd.coreset[:20]))}"
+    )
+    print(
+        f"Label Studio: {push.created} predictions created, {push.rescored} re-scored, "
+        f"{push.duplicates_removed} duplicates removed; project model version {rnd.version}"
+    )
+    for task_id, error in result.errors[:10]:
+        print(f"  task {task_id} left out: {error}", file=sys.stderr)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from orchestrator.training import finetune
+
+    ctx = _context(args)
+    _save_settings(
+        ctx,
+        finetune_epochs=args.epochs,
+        finetune_iterations_per_epoch=args.iterations,
+        device=args.device,
+        with_pseudo=args.with_pseudo or None,
+        eval_labels=args.eval_labels,
+    )
+    info = _foreground(ctx, "finetune", lambda: finetune(ctx, force=args.force))
+    if info is not None:
+        print(
+            f"model {info.version} (from {info.parent}) trained in {info.seconds:.0f} s and now served; "
+            f"next round: activeseg rank --project {args.project}"
+        )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.status import format_status, project_status
+
+    print(format_status(project_status(_context(args))))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from orchestrator.project_export import export_project
+
+    report = export_project(_context(args), args.out)
+    sources = ", ".join(f"{n} {src}" for src, n in sorted(report.by_source.items()))
+    print(f"{report.n_images} images, {report.n_instances} instances ({sources}) -> {report.out_dir}")
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import time
+
+    from orchestrator.worker import run_job
+
+    ctx = _context(args)
+    print(f"checking project {args.project}'s core-set every {args.interval:g} s (Ctrl-C stops)")
+    while True:
+        from activeseg.jobs import JobStore
+        from orchestrator.worker import jobs_dir
+
+        store = JobStore(jobs_dir(ctx.model_dir))
+        try:
+            job = store.start_here("coreset-check", ctx.project_id, "watch")
+        except JobError as exc:
+            print(f"skipped: {exc}")
+        else:
+            try:
+                result = run_job(job, store, ctx.model_dir)
+            except BaseException as exc:
+                store.finish(job.id, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                raise
+            store.finish(job.id, result=result)
+            print(
+                f"{time.strftime('%H:%M:%S')} {result.get('status')}"
+                + (f" ({result['done']}/{result['total']})" if "done" in result else "")
+            )
+        if args.once:
+            return 0
+        time.sleep(args.interval)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from orchestrator.worker import Worker
+
+    if os.environ.get("REDIS_URL"):
+        print(
+            "activeseg: error: REDIS_URL is set, but the Redis (RQ) queue is not implemented yet; "
+            "unset it to use the file queue under MODEL_DIR",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(args.model_dir or default_model_dir())
+    print(f"activeseg worker: jobs from {worker.store.root.resolve()} (Ctrl-C stops)")
+    worker.run_forever()
+    return 0
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from activeseg.jobs import JobStore
+    from orchestrator.worker import jobs_dir
+
+    store = JobStore(jobs_dir(args.model_dir or default_model_dir()))
+    if args.action == "rerun":
+        if not args.id:
+            print("activeseg: error: jobs rerun needs a job ID (see: activeseg jobs)", file=sys.stderr)
+            return 2
+        job = store.rerun(args.id)
+        print(f"queued {job.id} ({job.kind}, project {job.project}); a worker or the ML backend runs it")
+        return 0
+    store.reap()
+    jobs = store.list(args.project)
+    if not jobs:
+        print("no jobs")
+    for job in jobs:
+        detail = job.error or job.result.get("status", "") if job.status in ("done", "failed") else job.stage
+        print(
+            f"{job.id}  project {job.project:<4d} {job.kind:13s} {job.status:8s} {job.trigger:24s} {detail}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="activeseg",
@@ -139,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    def project_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--project", type=int, required=True, help="Label Studio project id")
+        p.add_argument(
+            "--model-dir",
+            type=Path,
+            default=None,
+            help="models, scores, state and jobs (default: MODEL_DIR or ./model_dir)",
+        )
 
     p = sub.add_parser("version", help="print the versions of activeseg and its main libraries")
     p.set_defaults(func=_cmd_version)
@@ -176,21 +420,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
-        "serve",
-        help="run the Label Studio ML backend (SAM/classical pseudo-labels as pre-annotations)",
+        "init",
+        help="create or update a Label Studio project from a folder of images",
         description=(
-            "Serve Label Studio's ML backend protocol (/health, /setup, /predict, /webhook, /versions). "
-            "Settings come from the environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (to download "
-            "task images), MODEL_DIR (cache and job records), BASIC_AUTH_USER/BASIC_AUTH_PASS (optional), "
-            "LOCAL_FILES_DOCUMENT_ROOT (read local-files images from disk), ACTIVESEG_PSEUDOLABELER, "
-            "ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE."
+            "Create (or reuse, by title) a project from the label config, write 8-bit display PNGs, register "
+            "local storage, import one task per image (data.image = display PNG, data.raw = original), and "
+            "connect the ML backend and its webhook. Re-running adds only new images. Needs "
+            "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; the images are staged under Label Studio's local "
+            "files document root."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=9090, help="port (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=4, help="request threads (default: %(default)s)")
-    p.add_argument("--pseudolabeler", choices=PSEUDOLABELERS, help="overrides ACTIVESEG_PSEUDOLABELER")
-    p.set_defaults(func=_cmd_serve)
+    p.add_argument(
+        "--images", type=Path, required=True, help="folder of images (PNG or TIFF; optional labels/)"
+    )
+    p.add_argument(
+        "--project", dest="title", default="activeseg", help="project title (default: %(default)s)"
+    )
+    p.add_argument(
+        "--files-root",
+        type=Path,
+        default=None,
+        help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: that variable)",
+    )
+    p.add_argument(
+        "--backend-url",
+        default=os.environ.get("ACTIVESEG_BACKEND_URL"),
+        help="the ML backend's URL as Label Studio reaches it (default: ACTIVESEG_BACKEND_URL)",
+    )
+    p.add_argument(
+        "--label-config",
+        type=Path,
+        default=DEFAULT_LABEL_CONFIG,
+        help="label config with one BrushLabels tag (default: label_config.xml)",
+    )
+    p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser(
         "prelabel",
@@ -214,6 +477,114 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_prelabel)
 
     p = sub.add_parser(
+        "pretrain",
+        help="train nnU-Net on the pseudo-labels (nnU-Net plans itself on them)",
+        description="Export every task's best labels (annotation, else pseudo-label), let nnU-Net plan and "
+        "preprocess, train the first model (nnunet-r0) and score every task with it. Resumes after a crash.",
+    )
+    project_args(p)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (saved for later runs; default 4)")
+    p.add_argument("--iterations", type=int, default=None, help="iterations per epoch (default 25)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
+    p.add_argument(
+        "--eval-labels",
+        type=Path,
+        default=None,
+        help="folder of ground-truth label images named like the images, to measure models",
+    )
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "rank",
+        help="choose the core-set and order the annotators' queue in Label Studio",
+        description="Score every unannotated task with the newest model (before nnU-Net: SAM encoder "
+        "features and pseudo-label confidence), choose the core-set with a strategy, and push the order "
+        "into Label Studio: 'Label All Tasks' then serves the core-set first, with pre-annotations.",
+    )
+    project_args(p)
+    p.add_argument(
+        "--budget",
+        default=None,
+        help="core-set size: a percentage of the unannotated tasks "
+        "('5%%') or a count ('12'); default 5%%, then the last value given",
+    )
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None, help="default: hybrid")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.set_defaults(func=_cmd_rank)
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune nnU-Net on the corrected core-set and serve the new model",
+        description="When every core-set task has a submitted annotation, fine-tune the newest model on the "
+        "human annotations, score every task, and have the ML backend serve the new model. The ML backend "
+        "does this by itself when Label Studio's webhooks say the core-set is done.",
+    )
+    project_args(p)
+    p.add_argument("--force", action="store_true", help="fine-tune even if the core-set is incomplete")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (saved; default 2)")
+    p.add_argument("--iterations", type=int, default=None, help="iterations per epoch (default 25)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
+    p.add_argument(
+        "--with-pseudo",
+        action="store_true",
+        help="also train on the pseudo-labels of unannotated tasks (saved)",
+    )
+    p.add_argument("--eval-labels", type=Path, default=None, help="as for pretrain")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("status", help="tasks, core-set progress, models with metrics, jobs, learning curve")
+    project_args(p)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "export",
+        help="one instance label TIFF per image plus COCO JSON",
+        description="Write labels/<task>.tif (the human annotation where there is one, else the newest "
+        "model's prediction, else the pseudo-label), coco.json and manifest.csv.",
+    )
+    project_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "watch", help="poll Label Studio and fine-tune when the core-set is done (no webhooks)"
+    )
+    project_args(p)
+    p.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between checks (default: %(default)s)"
+    )
+    p.add_argument("--once", action="store_true", help="check once and exit")
+    p.set_defaults(func=_cmd_watch)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the Label Studio ML backend (SAM/classical pseudo-labels as pre-annotations)",
+        description=(
+            "Serve Label Studio's ML backend protocol (/health, /setup, /predict, /webhook, /versions). "
+            "Settings come from the environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (to download "
+            "task images), MODEL_DIR (cache and job records), BASIC_AUTH_USER/BASIC_AUTH_PASS (optional), "
+            "LOCAL_FILES_DOCUMENT_ROOT (read local-files images from disk), ACTIVESEG_PSEUDOLABELER, "
+            "ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9090, help="port (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=4, help="request threads (default: %(default)s)")
+    p.add_argument("--pseudolabeler", choices=PSEUDOLABELERS, help="overrides ACTIVESEG_PSEUDOLABELER")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("worker", help="run queued jobs (when the ML backend runs with ACTIVESEG_WORKER=off)")
+    p.add_argument("--model-dir", type=Path, default=None, help="default: MODEL_DIR or ./model_dir")
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("jobs", help="list jobs, or re-run a failed one")
+    p.add_argument("action", nargs="?", choices=["list", "rerun"], default="list")
+    p.add_argument("id", nargs="?", help="job id (for rerun)")
+    p.add_argument("--project", type=int, default=None, help="only this project's jobs")
+    p.add_argument("--model-dir", type=Path, default=None, help="default: MODEL_DIR or ./model_dir")
+    p.set_defaults(func=_cmd_jobs)
+
+    p = sub.add_parser(
         "models",
         help="list or download known SAM checkpoints (SHA-256 checked)",
         description="Download an official SAM checkpoint for the sam-box / sam-auto pseudo-labellers. "
@@ -235,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="workspace given to 'activeseg demo' (default: .activeseg)",
     )
     p.set_defaults(func=_cmd_labelstudio)
+
     return parser
 
 

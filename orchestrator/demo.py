@@ -5,7 +5,6 @@ Later issues extend it into the whole loop (pseudo-labels, nnU-Net, ranking, fin
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from activeseg.datasets import BUNDLED_SAMPLE, read_dataset
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, load_label_config
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, LabelStudioServerError, port_in_use
-from orchestrator.project_setup import import_images, stage_images
+from orchestrator.project_setup import init_project, slug, stage_images
 
 DEFAULT_WORKSPACE = Path(".activeseg")
 
@@ -21,10 +20,6 @@ DEFAULT_WORKSPACE = Path(".activeseg")
 def server_for(workspace: Path, port: int | None = None) -> LabelStudioServer:
     """The workspace's Label Studio: data in ``<workspace>/labelstudio``, images in ``files``."""
     return LabelStudioServer(workspace / "labelstudio", files_root=workspace / "files", port=port)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "project"
 
 
 @dataclass(frozen=True)
@@ -46,12 +41,10 @@ def run_demo(
 ) -> DemoResult:
     """Start (or reuse) the workspace's Label Studio and fill a project with ``images``."""
     config = load_label_config(label_config)
-    samples = read_dataset(images)
     workspace = workspace.resolve()
     server = server_for(workspace, port)
     # Read and stage every image before starting anything: a bad file fails fast, by name.
-    project_dir = server.files_root / slug(title)
-    staged = stage_images(samples, project_dir)
+    stage_images(read_dataset(images), server.files_root / slug(title))
     url = server.running_url()
     if url is None:
         if port_in_use(server.port):
@@ -66,15 +59,13 @@ def run_demo(
         print(f"Label Studio is already running at {url}")
 
     client = LabelStudioClient(url, server.login.token)
-    project_id, created = client.get_or_create_project(title, config)
-    print(("created" if created else "reusing") + f" project {project_id} '{title}'")
-    client.ensure_local_storage(project_id, str(project_dir))
-    report = import_images(client, project_id, config, staged, server.files_root)
+    result = init_project(client, images, title, server.files_root, config)
+    print(("created" if result.created else "reusing") + f" project {result.project_id} '{title}'")
     return DemoResult(
         url=url,
-        project_id=project_id,
-        n_tasks=len(report.task_ids),
-        n_new=len(report.new),
+        project_id=result.project_id,
+        n_tasks=result.n_tasks,
+        n_new=result.n_new,
         username=server.login.username,
         password=server.login.password,
     )

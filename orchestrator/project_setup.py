@@ -8,6 +8,7 @@ images that have no task yet; existing tasks and their annotations are never tou
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from urllib.parse import quote
 
 from tqdm import tqdm
 
-from activeseg.datasets import Sample
+from activeseg.datasets import Sample, read_dataset
 from activeseg.fsutil import atomic_path
 from activeseg.imageio import read_image, write_display_png
 from activeseg.labelconfig import BrushConfig
@@ -95,3 +96,49 @@ def import_images(
         task_ids={s.id: known[local_files_url(s.raw, files_root)] for s in staged},
         new=[s.id for s in new],
     )
+
+
+def slug(text: str) -> str:
+    """A folder name for a project title."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "project"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    project_id: int
+    created: bool
+    n_tasks: int
+    n_new: int
+    ml_backend_id: int | None
+    webhook_id: int | None
+
+
+def init_project(
+    client: LabelStudioClient,
+    images: Path,
+    title: str,
+    files_root: Path,
+    label_config: BrushConfig,
+    backend_url: str | None = None,
+    backend_auth: tuple[str, str] | None = None,
+    webhook_secret: str | None = None,
+) -> InitResult:
+    """Create (or reuse) the project, import new images, connect the ML backend and its webhook.
+
+    The backend is connected for on-demand "Retrieve Predictions" and training triggers; the
+    queue order is set later by ``rank`` (Label Studio points the project's model version at a
+    newly connected backend's title, and ``rank`` points it back at the round).
+    """
+    samples = read_dataset(images)
+    project_dir = files_root.resolve() / slug(title)
+    staged = stage_images(samples, project_dir)  # every file read before Label Studio sees any
+    project_id, created = client.get_or_create_project(title, label_config)
+    client.ensure_local_storage(project_id, str(project_dir))
+    report = import_images(client, project_id, label_config, staged, files_root)
+    ml_id = hook_id = None
+    if backend_url:
+        backend_url = backend_url.rstrip("/")
+        ml_id = client.connect_ml_backend(project_id, backend_url, "activeseg", backend_auth)
+        headers = {"X-Activeseg-Webhook-Secret": webhook_secret} if webhook_secret else {}
+        hook_id = client.ensure_webhook(project_id, f"{backend_url}/webhook", headers)
+    return InitResult(project_id, created, len(report.task_ids), len(report.new), ml_id, hook_id)

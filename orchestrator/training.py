@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from activeseg.brush import results_to_labels
-from activeseg.imageio import decode_image, read_label_image
+from activeseg.imageio import read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import export_dataset
 from activeseg.nnunet.engine import (
@@ -30,10 +30,9 @@ from activeseg.nnunet.engine import (
 )
 from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, finetune_version
 from activeseg.scores import ScoreStore
-from ml_backend.images import task_image_url
 from orchestrator.context import ProjectContext, has_human_labels
 from orchestrator.scoring import NnunetScorer, score_tasks
-from orchestrator.training_data import CaseReport, best_labels, cases_from_tasks
+from orchestrator.training_data import CaseReport, best_labels, cases_from_tasks, result_labels
 
 Report = Callable[[str], None]
 
@@ -182,23 +181,10 @@ def _coreset_agreement(ctx: ProjectContext, rnd: Round, tasks: Sequence[dict[str
         human = best_labels(task, ctx.config, None)
         if not shown or human is None:
             continue
-        h, w = _task_shape(ctx, task, human[0], shown[0]["result"])
-        pairs.append((
-            results_to_labels(human[0], h, w, ctx.config.from_name),
-            results_to_labels(shown[0]["result"], h, w, ctx.config.from_name),
-        ))  # fmt: skip
+        truth = result_labels(task, human[0], ctx.config, ctx.images)
+        h, w = truth.shape
+        pairs.append((truth, results_to_labels(shown[0]["result"], h, w, ctx.config.from_name)))
     return round(score_dataset(pairs).msa, 4) if pairs else None
-
-
-def _task_shape(ctx: ProjectContext, task: dict[str, Any], *results: list[dict[str, Any]]) -> tuple[int, int]:
-    """The image size: from a region, else (no region at all) from the image itself."""
-    for result in results:
-        for region in result:
-            if "original_height" in region:
-                return int(region["original_height"]), int(region["original_width"])
-    fetched = ctx.images.fetch(task_image_url(task, ctx.config.image_key))
-    height, width = decode_image(fetched.data, fetched.name).shape[:2]
-    return height, width
 
 
 def _eval_label_file(folder: Path, name: str) -> Path | None:

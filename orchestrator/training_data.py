@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from activeseg.brush import results_to_labels
 from activeseg.imageio import decode_image
 from activeseg.labelconfig import BrushConfig
@@ -69,3 +71,17 @@ def cases_from_tasks(
         labels = results_to_labels(result, image.shape[0], image.shape[1], from_name=config.from_name)
         report.cases.append(Case(task_case_id(task), image, labels, source))
     return report
+
+
+def result_labels(
+    task: dict[str, Any], result: list[dict[str, Any]], config: BrushConfig, images: ImageSource
+) -> np.ndarray:
+    """Instance labels of a task's brush result; its size comes from a region, else (no region at
+    all, e.g. an annotator who deleted every mask) from the image itself."""
+    sized = [r for r in result if "original_height" in r]
+    if sized:
+        h, w = int(sized[0]["original_height"]), int(sized[0]["original_width"])
+    else:
+        fetched = images.fetch(task_image_url(task, config.image_key))
+        h, w = decode_image(fetched.data, fetched.name).shape[:2]
+    return results_to_labels(result, h, w, from_name=config.from_name)
