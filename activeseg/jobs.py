@@ -36,6 +36,11 @@ KINDS = ("coreset-check", "pretrain", "finetune", "prelabel")
 WORKING = "working"
 
 
+def jobs_dir(model_dir: Path) -> Path:
+    """Where the queue of a MODEL_DIR lives (shared by the ML backend, the CLI and workers)."""
+    return Path(model_dir) / "jobs"
+
+
 class JobError(RuntimeError):
     """A job request that cannot be honoured; the message is one line for the user."""
 

@@ -14,12 +14,12 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from activeseg import __version__
-from activeseg.jobs import JobError, JobStore
+from activeseg.jobs import JobError, JobStore, jobs_dir
+from activeseg.worker import Worker
 from ml_backend.config import BackendConfig
 from ml_backend.pseudolabelers import ModelLoadError
 from ml_backend.served import project_id_of
 from ml_backend.service import PredictionService
-from orchestrator.worker import Worker, jobs_dir
 
 log = logging.getLogger(__name__)
 #: webhook actions that may complete a core-set: each queues a "core-set check" job, which

@@ -159,21 +159,13 @@ def _save_settings(ctx: ProjectContext, **values: object) -> None:
                 setattr(state.settings, name, str(value.resolve()) if isinstance(value, Path) else value)
 
 
-def _foreground(ctx: ProjectContext, kind: str, work: Callable[[], object]) -> object:
-    """Run ``work`` as a job of this process, so the queue knows the project is busy."""
-    from activeseg.jobs import JobStore
-    from orchestrator.worker import jobs_dir
+def _foreground(ctx: ProjectContext, kind: str, params: dict | None = None) -> dict:
+    """Run a job in this process, through the queue, so that the project counts as busy."""
+    from activeseg.jobs import JobStore, jobs_dir
+    from orchestrator.jobrun import execute
 
     store = JobStore(jobs_dir(ctx.model_dir))
-    job = store.start_here(kind, ctx.project_id, "cli")
-    try:
-        store.update(job.id, stage="working")
-        result = work()
-    except BaseException as exc:
-        store.finish(job.id, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        raise
-    store.finish(job.id, result={"status": "done"})
-    return result
+    return execute(store.start_here(kind, ctx.project_id, "cli", params), store, ctx.model_dir).result
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -214,8 +206,6 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from orchestrator.training import pretrain
-
     ctx = _context(args)
     _save_settings(
         ctx,
@@ -224,10 +214,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         device=args.device,
         eval_labels=args.eval_labels,
     )
-    info = _foreground(ctx, "pretrain", lambda: pretrain(ctx))
-    print(
-        f"model {info.version} trained in {info.seconds:.0f} s; next: activeseg rank --project {args.project}"
-    )
+    result = _foreground(ctx, "pretrain")
+    print(f"model {result['model']} trained; next: activeseg rank --project {args.project}")
     return 0
 
 
@@ -251,8 +239,6 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from orchestrator.training import finetune
-
     ctx = _context(args)
     _save_settings(
         ctx,
@@ -262,10 +248,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         with_pseudo=args.with_pseudo or None,
         eval_labels=args.eval_labels,
     )
-    info = _foreground(ctx, "finetune", lambda: finetune(ctx, force=args.force))
-    if info is not None:
+    result = _foreground(ctx, "finetune", {"force": True} if args.force else None)
+    if result.get("model"):
         print(
-            f"model {info.version} (from {info.parent}) trained in {info.seconds:.0f} s and now served; "
+            f"model {result['model']} trained and now served; "
             f"next round: activeseg rank --project {args.project}"
         )
     return 0
@@ -290,30 +276,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     import time
 
-    from orchestrator.worker import run_job
-
     ctx = _context(args)
     print(f"checking project {args.project}'s core-set every {args.interval:g} s (Ctrl-C stops)")
     while True:
-        from activeseg.jobs import JobStore
-        from orchestrator.worker import jobs_dir
-
-        store = JobStore(jobs_dir(ctx.model_dir))
         try:
-            job = store.start_here("coreset-check", ctx.project_id, "watch")
-        except JobError as exc:
+            result = _foreground(ctx, "coreset-check")
+        except JobError as exc:  # another job of the project is running
             print(f"skipped: {exc}")
         else:
-            try:
-                result = run_job(job, store, ctx.model_dir)
-            except BaseException as exc:
-                store.finish(job.id, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-                raise
-            store.finish(job.id, result=result)
-            print(
-                f"{time.strftime('%H:%M:%S')} {result.get('status')}"
-                + (f" ({result['done']}/{result['total']})" if "done" in result else "")
-            )
+            counts = f" ({result['done']}/{result['total']})" if "done" in result else ""
+            print(f"{time.strftime('%H:%M:%S')} {result.get('status')}{counts}")
         if args.once:
             return 0
         time.sleep(args.interval)
@@ -322,7 +294,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from orchestrator.worker import Worker
+    from activeseg.worker import Worker
 
     if os.environ.get("REDIS_URL"):
         print(
@@ -339,8 +311,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from activeseg.jobs import JobStore
-    from orchestrator.worker import jobs_dir
+    from activeseg.jobs import JobStore, jobs_dir
 
     store = JobStore(jobs_dir(args.model_dir or default_model_dir()))
     if args.action == "rerun":

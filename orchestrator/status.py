@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from activeseg.jobs import QUEUED, RUNNING, Job, JobStore
+from activeseg.jobs import QUEUED, RUNNING, Job, JobStore, jobs_dir
 from activeseg.nnunet.engine import ModelInfo, list_models
 from activeseg.projectstate import ProjectState
 from orchestrator.context import ProjectContext, has_human_labels
 from orchestrator.curve import CurvePoint, plot_learning_curve
 from orchestrator.training import CoresetProgress, coreset_progress
-from orchestrator.worker import jobs_dir
 
 
 @dataclass(frozen=True)

@@ -245,13 +245,18 @@ class Prediction:
 class Predictor:
     """A trained model version, loaded once, predicting one image at a time."""
 
-    def __init__(self, ws: Workspace, version: str, device: str = "cpu") -> None:
+    #: smallest instance kept, in pixels: a model early in training predicts speckle (thousands of
+    #: 1-10 px fragments per image), which no annotator wants to delete by hand
+    MIN_AREA = 16
+
+    def __init__(self, ws: Workspace, version: str, device: str = "cpu", min_area: int = MIN_AREA) -> None:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         info = next((m for m in list_models(ws) if m.version == version), None)
         if info is None:
             raise WorkspaceError(f"model {version} not found in {ws.models}")
         self.info = info
+        self.min_area = min_area
         dev = _device(device)
         self._predictor = nnUNetPredictor(
             tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=dev,
@@ -293,7 +298,7 @@ class Predictor:
             disagreement = stack.std(axis=0).mean(axis=0)
         classes = probs.argmax(axis=0).astype(np.uint8)
         return Prediction(
-            labels=classes_to_instances(classes),
+            labels=classes_to_instances(classes, self.min_area),
             classes=classes,
             probabilities=probs,
             features=features.astype(np.float32),

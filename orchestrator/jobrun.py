@@ -1,11 +1,5 @@
-"""Running the job queue (``activeseg.jobs``): what each kind of job does, and the worker.
-
-The worker takes the next runnable job and runs it in a child process
-(``python -m orchestrator.worker MODEL_DIR JOB_ID``), so a crash or a kill during training costs
-that job only; the child's output goes to ``<jobs>/<id>.log``. If the child dies without
-recording an outcome, the worker marks the job failed; if the worker dies too, the next
-:meth:`JobStore.reap` (any process touching the queue) does. The same worker loop runs inside
-the ML backend (default) or standalone as ``activeseg worker``.
+"""What each kind of job does, and the entry point of a job's child process
+(``python -m orchestrator.jobrun MODEL_DIR JOB_ID``, started by ``activeseg.worker``).
 """
 
 from __future__ import annotations
@@ -13,20 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
-import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
-from activeseg.jobs import RUNNING, WORKING, Job, JobStore
-
-log = logging.getLogger(__name__)
-
-
-def jobs_dir(model_dir: Path) -> Path:
-    return Path(model_dir) / "jobs"
+from activeseg.jobs import WORKING, Job, JobStore, jobs_dir
 
 
 def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
@@ -75,58 +61,6 @@ def execute(job: Job, store: JobStore, model_dir: Path) -> Job:
         store.finish(job.id, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
     return store.finish(job.id, result=result)
-
-
-class Worker:
-    """Runs queued jobs one at a time per project, each in a child process."""
-
-    def __init__(self, model_dir: Path, poll_seconds: float = 2.0) -> None:
-        self.model_dir = Path(model_dir)
-        self.store = JobStore(jobs_dir(model_dir))
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-
-    def run_once(self) -> Job | None:
-        """Claim and run the next job to completion; None when nothing was runnable."""
-        job = self.store.claim()
-        if job is None:
-            return None
-        log_path = self.store.root / f"{job.id}.log"
-        with open(log_path, "ab") as out:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.worker", str(self.model_dir), job.id],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C on the worker's terminal is not the job's
-            )
-            self.store.update(job.id, pid=child.pid)
-            log.info("job %s (%s, project %s) runs as process %s", job.id, job.kind, job.project, child.pid)
-            code = child.wait()
-        final = self.store.get(job.id)
-        if final.status == RUNNING:  # the child died before recording an outcome
-            why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            final = self.store.finish(job.id, error=f"its process {why}; see {log_path}")
-        log.info("job %s %s", job.id, final.status)
-        return final
-
-    def run_forever(self) -> None:
-        self.store.reap()
-        while not self._stop.is_set():
-            try:
-                ran = self.run_once()
-            except Exception:  # a broken job must not stop the queue
-                log.exception("worker error")
-                ran = None
-            if ran is None:
-                self._stop.wait(self.poll_seconds)
-
-    def start_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run_forever, name="activeseg-worker", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def _child_main(model_dir: str, job_id: str) -> int:

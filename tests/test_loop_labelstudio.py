@@ -1,0 +1,319 @@
+"""The whole loop on a real Label Studio 1.23.2, the real ML backend and real nnU-Net (tiny budgets):
+init -> prelabel -> pretrain (through the job queue, killed once and re-run) -> rank (2-image
+core-set) -> an annotator account takes tasks from the labelling queue and submits ground truth ->
+the webhook makes the backend's worker fine-tune once -> the new model is served -> status, export.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import ThreadedServer
+
+from activeseg.brush import labels_to_results
+from activeseg.datasets import read_dataset
+from activeseg.imageio import read_label_image
+from activeseg.jobs import DONE, FAILED, RUNNING, WORKING, Job, JobStore, jobs_dir
+from activeseg.labelconfig import load_label_config
+from activeseg.lsclient import LabelStudioClient, LabelStudioError
+from activeseg.lsserver import LabelStudioServer, prepare_from_template
+from activeseg.nnunet.engine import list_models
+from activeseg.projectstate import ProjectDir
+from ml_backend.app import SECRET_HEADER, create_app
+from ml_backend.config import BackendConfig
+from ml_backend.service import PredictionService
+from orchestrator.annotator import SessionAnnotator
+from orchestrator.context import ProjectContext
+from orchestrator.prelabel import prelabel_project
+from orchestrator.project_export import export_project
+from orchestrator.project_setup import init_project
+from orchestrator.ranking import rank_project
+from orchestrator.status import format_status, project_status
+from orchestrator.training import coreset_progress
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
+CONFIG = load_label_config()
+N_IMAGES = 20
+SECRET = "hook-secret-for-tests"
+
+
+def small_dataset(sample_dir: Path, target: Path, n: int = N_IMAGES) -> Path:
+    """The first ``n`` bundled images with their labels, as a dataset folder."""
+    for sample in read_dataset(sample_dir)[:n]:
+        for src, sub in ((sample.image, "images"), (sample.label, "labels")):
+            (target / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, target / sub / f"{sample.id}.png")
+    return target
+
+
+def wait_for(what: str, check, timeout: float = 600.0, every: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ground_truth_result(dataset: Path, task: dict) -> list[dict]:
+    labels = read_label_image(dataset / "labels" / f"{task['data']['name']}.png")
+    return labels_to_results(labels.astype(np.uint32), "label", "image", "Cell")
+
+
+@pytest.fixture(scope="module")
+def env(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The variables the backend's job processes inherit (credentials only from the environment)."""
+    model_dir = tmp_path_factory.mktemp("loop") / "model_dir"
+    values = {
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.login.token,
+        "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.files_root),
+        "MODEL_DIR": str(model_dir),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in values.items():
+            mp.setenv(k, v)
+        yield {**values, "model_dir": model_dir}
+
+
+def test_full_loop(
+    label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path, env: dict, tmp_path: Path
+) -> None:
+    model_dir: Path = env["model_dir"]
+    dataset = small_dataset(sample_dir, tmp_path / "dataset")
+    config = BackendConfig.from_env()
+    config = BackendConfig(**{**config.__dict__, "webhook_secret": SECRET})
+    app = create_app(config)  # with its in-process job worker
+    backend = ThreadedServer(app)
+    try:
+        # 1. init: project, tasks, ML backend, webhook with our secret header
+        init = init_project(
+            ls_client,
+            dataset,
+            "loop e2e",
+            label_studio.files_root,
+            CONFIG,
+            backend_url=backend.url,
+            webhook_secret=SECRET,
+        )
+        pid = init.project_id
+        assert init.n_tasks == init.n_new == N_IMAGES and init.ml_backend_id is not None
+        hooks = ls_client.sdk.webhooks.list(project=str(pid))
+        assert [(h.url, h.headers) for h in hooks] == [(f"{backend.url}/webhook", {SECRET_HEADER: SECRET})]
+        again = init_project(
+            ls_client,
+            dataset,
+            "loop e2e",
+            label_studio.files_root,
+            CONFIG,
+            backend_url=backend.url,
+            webhook_secret=SECRET,
+        )
+        assert again.project_id == pid and again.n_new == 0 and again.ml_backend_id == init.ml_backend_id
+
+        # 2. pseudo-labels
+        pre = prelabel_project(pid, client=ls_client, service=PredictionService(config))
+        assert pre.predicted == N_IMAGES and not pre.errors
+
+        ctx = ProjectContext.from_env(pid, model_dir, client=ls_client)
+        with ctx.dir.update() as state:
+            s = state.settings
+            s.epochs, s.iterations_per_epoch = 1, 6
+            s.finetune_epochs, s.finetune_iterations_per_epoch = 1, 4
+            s.eval_labels = str(dataset / "labels")
+
+        # 3. pretrain through the queue; the job's process is killed once training has started
+        store = JobStore(jobs_dir(model_dir))
+        job, _ = store.submit("pretrain", pid, "test")
+        models = ctx.dir.root / "nnunet" / "models" / "nnunet-r0"
+        wait_for("training to start", models.is_dir, timeout=300)
+        running = store.get(job.id)
+        assert running.status == RUNNING and running.stage == WORKING
+        os.killpg(running.pid, signal.SIGKILL)  # the job process and its data-loader children
+        failed = wait_for("the kill to be noticed", lambda: _finished(store, job.id), timeout=60)
+        assert failed.status == FAILED and "signal 9" in (failed.error or "")
+        rerun = store.rerun(job.id)
+        done = wait_for("the re-run", lambda: _finished(store, rerun.id), timeout=900)
+        assert done.status == DONE, done.error
+        state = ctx.state()
+        assert state.pretrained == "nnunet-r0" and state.pseudo_version == pre.model_version
+        assert {"nnunet-r0", pre.model_version} <= set(state.evaluations)
+
+        # 4. rank: a 2-image core-set, pushed into Label Studio's queue
+        result = rank_project(ctx, budget="2", strategy="hybrid", seed=0, progress=False)
+        rnd = result.round
+        assert rnd.number == 1 and rnd.k == 2 and len(rnd.order) == N_IMAGES and not result.errors
+        assert result.push.created == N_IMAGES
+        project = ls_client.project(pid)
+        assert project["model_version"] == "round-1" and project["sampling"] == "Uncertainty sampling"
+        tasks = {int(t["id"]): t for t in ls_client.tasks(pid)}
+        for rank, task_id in enumerate(rnd.order, start=1):
+            ours = [p for p in tasks[task_id]["predictions"] if p["model_version"] == "round-1"]
+            assert len(ours) == 1 and ours[0]["score"] == pytest.approx(rank / N_IMAGES)
+            assert ours[0]["result"], "the round prediction carries the pre-annotation"
+            assert tasks[task_id]["data"]["priority"] == rank
+        views = [v.data for v in ls_client.sdk.views.list(project=pid)]
+        assert any(v.get("title") == "Priority" and v["ordering"] == ["tasks:data.priority"] for v in views)
+        # re-running rank changes nothing and duplicates nothing
+        same = rank_project(ctx, progress=False)
+        assert same.round.order == rnd.order and same.push.created == 0 and same.push.rescored == 0
+
+        # 5. an annotator works the queue: the core-set comes first, with our pre-annotations
+        annotator = SessionAnnotator.sign_up(ls_client, "annotator@lab.example", "Annotator-pass-1")
+        submitted = {}
+        for expected in rnd.coreset:
+            task = annotator.next_task(pid)
+            assert task is not None and task["id"] == expected
+            shown = [p for p in task.get("predictions", []) if p["model_version"] == "round-1"]
+            assert shown and len(shown[0]["result"]) > 0
+            submitted[expected] = annotator.submit(expected, ground_truth_result(dataset, task))
+        third = annotator.next_task(pid)
+        assert third is not None and third["id"] == rnd.order[2]
+        before = {t: _annotation_facts(ls_client, t) for t in rnd.coreset}
+
+        # 6. the webhook's core-set check fine-tunes, once; triggers during training join that job
+        check = wait_for("a fine-tuning job", lambda: _working_check(store, pid), timeout=300)
+        for _ in range(2):
+            r = requests.post(
+                f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=5
+            )
+            assert r.status_code == 201
+            # joined while training; only if training had just ended is a (harmless) new check queued
+            assert r.json()["job"] == check.id or store.get(check.id).status == DONE
+        ls_client.sdk.ml.train(id=init.ml_backend_id)  # Label Studio's own "Start Training" call
+        finished = wait_for("fine-tuning", lambda: _finished(store, check.id), timeout=900)
+        assert finished.status == DONE and finished.result == {"status": "fine-tuned", "model": "nnunet-r1"}
+        wait_for("the queue to drain", lambda: not any(j.active for j in store.list(pid)), timeout=120)
+        trained = [j for j in store.list(pid) if j.result.get("status") == "fine-tuned"]
+        assert [j.id for j in trained] == [check.id]
+        assert [m.version for m in list_models(ctx.dir.workspace)] == ["nnunet-r0", "nnunet-r1"]
+        state = ctx.state()
+        assert state.served == "nnunet-r1" and state.rounds[0].finetuned == "nnunet-r1"
+        assert state.rounds[0].coreset_msa is not None and state.rounds[0].n_annotated == 2
+
+        # 7. the backend now serves the fine-tuned model for the other tasks
+        r = requests.post(
+            f"{label_studio.url}/api/dm/actions",
+            params={"id": "retrieve_tasks_predictions", "project": pid},
+            json={"selectedItems": {"all": True, "excluded": []}},
+            headers={"Authorization": f"Token {label_studio.login.token}"},
+            timeout=600,
+        )
+        r.raise_for_status()
+        tasks = {int(t["id"]): t for t in ls_client.tasks(pid)}
+        for task_id in rnd.order[2:]:
+            served = [p for p in tasks[task_id]["predictions"] if p["model_version"] == "nnunet-r1"]
+            assert len(served) == 1, f"task {task_id} got no nnunet-r1 prediction"
+
+        # 8. status, learning curve, export; annotations untouched by all of it
+        status = project_status(ctx)
+        text = format_status(status)
+        assert "core-set 2/2 annotated" in text and "nnunet-r1" in text and "2 annotated" in text
+        assert status.curve is not None and status.curve.stat().st_size > 0
+        report = export_project(ctx, tmp_path / "export")
+        assert report.n_images == N_IMAGES and report.by_source == {"human": 2, "nnunet-r1": N_IMAGES - 2}
+        assert {t: _annotation_facts(ls_client, t) for t in rnd.coreset} == before
+
+        # 9. the next round ranks with the fine-tuned model and shows its masks
+        nxt = rank_project(ctx, budget="2", progress=False).round
+        assert nxt.number == 2 and nxt.ranked_with == "nnunet-r1" and not set(nxt.order) & set(rnd.coreset)
+        top = annotator.next_task(pid)
+        assert top is not None and top["id"] in (nxt.order[0], rnd.order[2])  # a locked task is served again
+        first = ls_client.task(nxt.order[0])
+        shown = [p for p in first["predictions"] if p["model_version"] == "round-2"]
+        stored = ProjectDir(model_dir, pid).scores_dir("nnunet-r1") / f"{nxt.order[0]}.npz"
+        with np.load(stored) as data:
+            assert len(shown[0]["result"]) == len(np.unique(data["labels"])) - 1
+    finally:
+        backend.close()
+        app.config["worker"].stop()
+
+
+def _annotation_facts(client: LabelStudioClient, task_id: int) -> list[tuple]:
+    """What must never change in an annotation (not e.g. Label Studio's "created 1 minute ago")."""
+    return [(a["id"], a["result"], a["updated_at"], a["was_cancelled"]) for a in client.annotations(task_id)]
+
+
+def _finished(store: JobStore, job_id: str) -> Job | None:
+    job = store.get(job_id)
+    return job if job.status in (DONE, FAILED) else None
+
+
+def _working_check(store: JobStore, project: int) -> Job | None:
+    for job in store.list(project):
+        if job.kind == "coreset-check" and job.status == RUNNING and job.stage == WORKING:
+            return job
+        if job.kind == "coreset-check" and job.result.get("status") == "fine-tuned":
+            return job
+    return None
+
+
+def test_rank_survives_label_studio_stopping(
+    ls_template: Path, sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Label Studio stops in the middle of pushing the order (cold start: no nnU-Net yet); the
+    re-run completes it without duplicates. Then a skipped core-set task still counts as to do,
+    and a deleted one no longer counts."""
+    data_dir = tmp_path / "ls" / "data"
+    prepare_from_template(data_dir, ls_template)
+    server = LabelStudioServer(data_dir, files_root=tmp_path / "ls" / "files")
+    server.start()
+    try:
+        client = LabelStudioClient(server.url, server.login.token)
+        dataset = small_dataset(sample_dir, tmp_path / "dataset", n=8)
+        pid = init_project(client, dataset, "cold", server.files_root, CONFIG).project_id
+        config = BackendConfig(
+            label_studio_url=server.url,
+            api_key=server.login.token,
+            model_dir=tmp_path / "md",
+            local_files_root=server.files_root,
+            worker="off",
+        )
+        prelabel_project(pid, client=client, service=PredictionService(config))
+        ctx = ProjectContext(client, pid, tmp_path / "md", server.files_root)
+
+        calls = {"n": 0}
+        original = client.update_task_data
+
+        def stop_midway(task_id: int, data: dict) -> None:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                server.stop()
+            original(task_id, data)
+
+        monkeypatch.setattr(client, "update_task_data", stop_midway)
+        with pytest.raises(LabelStudioError, match="cannot reach Label Studio"):
+            rank_project(ctx, budget="25%", progress=False)
+        monkeypatch.undo()
+        server.start()
+        client = LabelStudioClient(server.url, server.login.token)
+        ctx = ProjectContext(client, pid, tmp_path / "md", server.files_root)
+        result = rank_project(ctx, progress=False)
+        rnd = result.round
+        assert rnd.number == 1 and rnd.ranked_with.startswith("cold-") and rnd.k == 2
+        assert result.push.created == 8 - 4 and len(ctx.state().rounds) == 1
+        tasks = client.tasks(pid)
+        for task in tasks:
+            assert sum(p["model_version"] == "round-1" for p in task["predictions"]) == 1
+        assert client.project(pid)["model_version"] == "round-1"
+
+        # a skipped core-set task is still to do; a deleted one drops out of the core-set
+        skipped, deleted = rnd.coreset
+        results = [p for p in client.task(skipped)["predictions"] if p["model_version"] == "round-1"]
+        annotator = SessionAnnotator.sign_up(client, "skipper@lab.example", "Skipper-pass-1")
+        assert annotator.next_task(pid)["id"] == skipped
+        annotator.submit(skipped, results[0]["result"], skipped=True)
+        client.sdk.tasks.delete(id=str(deleted))
+        progress = coreset_progress(ctx.state().current_round, client.tasks(pid))
+        assert progress.pending == [skipped] and progress.deleted == [deleted] and not progress.complete
+    finally:
+        server.stop()

@@ -1,0 +1,83 @@
+"""Round bookkeeping without a server: core-set progress, project state, learning-curve points."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from activeseg.nnunet.engine import ModelInfo
+from activeseg.projectstate import ProjectDir, ProjectState, Round
+from orchestrator.context import has_human_labels
+from orchestrator.status import curve_points
+from orchestrator.training import coreset_progress
+
+
+def task(task_id: int, *annotations: dict) -> dict:
+    return {"id": task_id, "data": {}, "annotations": list(annotations), "predictions": []}
+
+
+def test_coreset_progress_counts_submitted_annotations_only() -> None:
+    rnd = Round(
+        number=1, ranked_with="nnunet-r0", strategy="hybrid", k=4, coreset=[1, 2, 3, 4], order=[1, 2, 3, 4]
+    )
+    tasks = [
+        task(1, {"id": 10, "was_cancelled": False, "result": []}),  # submitted (even if empty)
+        task(2, {"id": 11, "was_cancelled": True, "result": []}),  # skipped: still to do
+        task(3),  # untouched
+        # task 4 was deleted
+    ]
+    progress = coreset_progress(rnd, tasks)
+    assert progress.done == [1] and progress.pending == [2, 3] and progress.deleted == [4]
+    assert not progress.complete
+    tasks[1]["annotations"].append({"id": 12, "was_cancelled": False, "result": []})
+    tasks[2]["annotations"].append({"id": 13, "was_cancelled": False, "result": []})
+    assert coreset_progress(rnd, tasks).complete
+    everything_deleted = coreset_progress(rnd, [])
+    assert not everything_deleted.complete  # nothing to learn from
+
+
+def test_has_human_labels() -> None:
+    assert not has_human_labels(task(1))
+    assert not has_human_labels(task(1, {"was_cancelled": True}))
+    assert has_human_labels(task(1, {"was_cancelled": True}, {"was_cancelled": False}))
+
+
+def test_state_updates_are_atomic_and_serialised(tmp_path: Path) -> None:
+    pdir = ProjectDir(tmp_path, 5)
+    assert not pdir.exists() and pdir.load() == ProjectState(5)
+
+    def add_round(n: int) -> None:
+        with pdir.update() as state:
+            state.rounds.append(Round(n, "m", "random", 1, [n], [n]))
+
+    threads = [threading.Thread(target=add_round, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = pdir.load()
+    assert sorted(r.number for r in state.rounds) == list(range(10))  # no update lost
+    assert json.loads(pdir.state_file.read_text())["project_id"] == 5
+    assert state.rounds[0].version.startswith("round-")
+
+
+def _model(version: str, human: int) -> ModelInfo:
+    return ModelInfo(version=version, kind="x", parent=None, budget={}, fold="all", device="cpu",
+                     sources={"human": human, "pseudo": 0})  # fmt: skip
+
+
+def test_curve_points_prefer_evaluation_labels() -> None:
+    state = ProjectState(
+        1, evaluations={"nnunet-r0": {"msa": 0.2}, "nnunet-r1": {"msa": 0.3}, "pseudo": {"msa": 0.25}}
+    )
+    state.rounds = [Round(1, "nnunet-r0", "hybrid", 2, [1, 2], [1, 2], coreset_msa=0.4, n_annotated=2)]
+    points, metric = curve_points(state, [_model("nnunet-r0", 0), _model("nnunet-r1", 2)])
+    assert "evaluation" in metric
+    assert [(p.n_annotated, p.value, p.label) for p in points] == [
+        (0, 0.2, "nnunet-r0"),
+        (2, 0.3, "nnunet-r1"),
+    ]
+    state.evaluations = {}
+    points, metric = curve_points(state, [])
+    assert "core-set" in metric and [(p.n_annotated, p.value) for p in points] == [(2, 0.4)]
