@@ -10,10 +10,12 @@ backend (default) or standalone as ``activeseg worker``.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from activeseg.jobs import RUNNING, Job, JobStore, jobs_dir
 
@@ -54,6 +56,13 @@ class Worker:
         log.info("job %s %s", job.id, final.status)
         return final
 
+    def drain(self) -> int:
+        """Run queued jobs until none can run; returns how many ran."""
+        ran = 0
+        while self.run_once() is not None:
+            ran += 1
+        return ran
+
     def run_forever(self) -> None:
         self.store.reap()
         while not self._stop.is_set():
@@ -72,3 +81,40 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+# -- Redis (RQ): for labs whose workers run on other machines ---------------------------------
+#
+# The file queue stays the truth (job records, single flight, status); Redis only carries
+# wake-ups. Each RQ job drains the file queue, so every RQ worker runs the very same jobs, and a
+# wake-up lost or duplicated costs nothing. MODEL_DIR must be shared (e.g. one volume).
+
+RQ_QUEUE = "activeseg"
+RQ_TIMEOUT = 7 * 24 * 3600  # a wake-up may run a long training
+
+
+def drain(model_dir: str | None = None) -> int:
+    """Run queued jobs until none can run; returns how many ran. ``model_dir`` defaults to this
+    process's MODEL_DIR (so workers may mount it elsewhere than the backend)."""
+    return Worker(Path(model_dir or os.environ.get("MODEL_DIR", "model_dir"))).drain()
+
+
+def _rq_queue(redis_url: str) -> Any:
+    from redis import Redis
+    from rq import Queue
+
+    return Queue(RQ_QUEUE, connection=Redis.from_url(redis_url))
+
+
+def notify_rq(redis_url: str) -> None:
+    """Wake an RQ worker up to drain the queue."""
+    _rq_queue(redis_url).enqueue(drain, job_timeout=RQ_TIMEOUT, result_ttl=3600)
+
+
+def run_rq_worker(redis_url: str, burst: bool = False) -> None:
+    """An RQ worker on the activeseg queue (``burst``: stop when Redis has nothing left)."""
+    from rq import Worker as RqWorker
+
+    queue = _rq_queue(redis_url)
+    drain()  # jobs queued while no worker listened
+    RqWorker([queue], connection=queue.connection).work(burst=burst)

@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify, request
 
 from activeseg import __version__
 from activeseg.jobs import JobError, JobStore, jobs_dir
-from activeseg.worker import Worker
+from activeseg.worker import Worker, notify_rq
 from ml_backend.config import BackendConfig
 from ml_backend.pseudolabelers import ModelLoadError
 from ml_backend.served import project_id_of
@@ -101,6 +101,11 @@ def create_app(config: BackendConfig | None = None, service: PredictionService |
         if project is None:
             return jsonify({"error": "the event names no project"}), 400
         job, created = jobs.submit("coreset-check", project, f"webhook:{action}")
+        if created and config.worker == "rq" and config.redis_url:
+            try:
+                notify_rq(config.redis_url)
+            except Exception as exc:  # the job waits in the file queue for the next worker start
+                log.error("could not wake an RQ worker for job %s: %s", job.id, exc)
         log.info("%s for project %s: %s job %s", action, project, "queued" if created else "joined", job.id)
         return jsonify({"job": job.id, "status": job.status}), 201
 

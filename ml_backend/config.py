@@ -11,7 +11,9 @@
 | ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE | SAM weights for sam-box / sam-auto (vit_b, vit_l, vit_h) |
 | ACTIVESEG_MAX_PIXELS | larger images get a per-task error (default 64 megapixels) |
 | ACTIVESEG_WEBHOOK_SECRET | annotation events must carry it (header X-Activeseg-Webhook-Secret) |
-| ACTIVESEG_WORKER | inprocess (default): this process runs queued jobs; off: ``activeseg worker`` does |
+| ACTIVESEG_WORKER | inprocess (default): this process runs queued jobs; off: ``activeseg worker`` does;
+  rq (default when REDIS_URL is set): RQ workers over Redis do |
+| REDIS_URL | Redis for waking RQ workers (``activeseg worker`` on other machines, same MODEL_DIR) |
 | ACTIVESEG_DEVICE | cpu (default) or cuda, for serving fine-tuned nnU-Net models |
 """
 
@@ -24,6 +26,8 @@ from pathlib import Path
 
 #: pseudo-labeller names, kept here (light to import) for the CLI's choices
 PSEUDOLABELERS = ("classical", "litemedsam", "sam-box", "sam-auto")
+#: who runs queued jobs
+WORKERS = ("inprocess", "off", "rq")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class BackendConfig:
     max_pixels: int = 64_000_000
     webhook_secret: str | None = field(default=None, repr=False)
     worker: str = "inprocess"
+    redis_url: str | None = field(default=None, repr=False)
     device: str = "cpu"
 
     @classmethod
@@ -47,9 +52,12 @@ class BackendConfig:
         user, password = env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")
         root = env.get("LOCAL_FILES_DOCUMENT_ROOT") or env.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
         checkpoint = env.get("ACTIVESEG_SAM_CHECKPOINT")
-        worker = env.get("ACTIVESEG_WORKER", "inprocess")
-        if worker not in ("inprocess", "off"):
-            raise ValueError(f"ACTIVESEG_WORKER must be 'inprocess' or 'off', not {worker!r}")
+        redis_url = env.get("REDIS_URL") or None
+        worker = env.get("ACTIVESEG_WORKER") or ("rq" if redis_url else "inprocess")
+        if worker not in WORKERS:
+            raise ValueError(f"ACTIVESEG_WORKER must be one of {', '.join(WORKERS)}, not {worker!r}")
+        if worker == "rq" and not redis_url:
+            raise ValueError("ACTIVESEG_WORKER=rq needs REDIS_URL (e.g. redis://localhost:6379/0)")
         return cls(
             label_studio_url=(env.get("LABEL_STUDIO_URL") or "").rstrip("/") or None,
             api_key=env.get("LABEL_STUDIO_API_KEY") or None,
@@ -62,5 +70,6 @@ class BackendConfig:
             max_pixels=int(env.get("ACTIVESEG_MAX_PIXELS", 64_000_000)),
             webhook_secret=env.get("ACTIVESEG_WEBHOOK_SECRET") or None,
             worker=worker,
+            redis_url=redis_url,
             device=env.get("ACTIVESEG_DEVICE", "cpu"),
         )

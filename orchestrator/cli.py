@@ -294,19 +294,22 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from activeseg.worker import Worker
+    from activeseg.worker import Worker, run_rq_worker
 
-    if os.environ.get("REDIS_URL"):
-        print(
-            "activeseg: error: REDIS_URL is set, but the Redis (RQ) queue is not implemented yet; "
-            "unset it to use the file queue under MODEL_DIR",
-            file=sys.stderr,
-        )
-        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = Worker(args.model_dir or default_model_dir())
+    model_dir = args.model_dir or default_model_dir()
+    os.environ["MODEL_DIR"] = str(model_dir)  # what RQ jobs and job processes read
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url:
+        print(f"activeseg worker: jobs from {model_dir.resolve()}, woken through Redis (Ctrl-C stops)")
+        run_rq_worker(redis_url, burst=args.burst)
+        return 0
+    worker = Worker(model_dir)
     print(f"activeseg worker: jobs from {worker.store.root.resolve()} (Ctrl-C stops)")
-    worker.run_forever()
+    if args.burst:
+        worker.drain()
+    else:
+        worker.run_forever()
     return 0
 
 
@@ -319,6 +322,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
             print("activeseg: error: jobs rerun needs a job ID (see: activeseg jobs)", file=sys.stderr)
             return 2
         job = store.rerun(args.id)
+        if os.environ.get("REDIS_URL"):
+            from activeseg.worker import notify_rq
+
+            notify_rq(os.environ["REDIS_URL"])
         print(f"queued {job.id} ({job.kind}, project {job.project}); a worker or the ML backend runs it")
         return 0
     store.reap()
@@ -544,8 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudolabeler", choices=PSEUDOLABELERS, help="overrides ACTIVESEG_PSEUDOLABELER")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("worker", help="run queued jobs (when the ML backend runs with ACTIVESEG_WORKER=off)")
+    p = sub.add_parser(
+        "worker",
+        help="run queued jobs (when the ML backend runs with ACTIVESEG_WORKER=off or rq)",
+        description="Run the jobs queued under MODEL_DIR (fine-tuning, pretraining), each in its own "
+        "process. With REDIS_URL set, listen on Redis for wake-ups (RQ), so workers can run on other "
+        "machines that share MODEL_DIR.",
+    )
     p.add_argument("--model-dir", type=Path, default=None, help="default: MODEL_DIR or ./model_dir")
+    p.add_argument("--burst", action="store_true", help="run what is queued, then exit")
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("jobs", help="list jobs, or re-run a failed one")
