@@ -63,6 +63,13 @@ class ProjectContext:
     def tasks(self) -> list[dict[str, Any]]:
         return self.client.tasks(self.project_id)
 
+    def find_pseudo_version(self, tasks: list[dict[str, Any]]) -> str | None:
+        """:meth:`pseudo_version`, or None when the project has no pseudo-labels yet."""
+        try:
+            return self.pseudo_version(tasks)
+        except ValueError:
+            return None
+
     def pseudo_version(self, tasks: list[dict[str, Any]]) -> str:
         """The pseudo-labeller version: the recorded one, else the most common prediction
         version that is not ours (rounds and nnU-Net models)."""

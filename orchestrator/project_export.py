@@ -22,7 +22,7 @@ from orchestrator.training_data import best_labels, result_labels, task_case_id
 def _items(ctx: ProjectContext, tasks: list[dict[str, Any]]) -> Iterator[ExportItem]:
     state = ctx.state()
     stores = [(v, ScoreStore(ctx.dir.scores_dir(v))) for v in (state.served, state.pretrained) if v]
-    pseudo = state.pseudo_version
+    pseudo = ctx.find_pseudo_version(tasks)
     for task in tqdm(tasks, desc="export", unit="task"):
         task_id = int(task["id"])
         data = task.get("data") or {}

@@ -100,14 +100,7 @@ def rank_project(
         st.rounds = [r for r in st.rounds if r.number != number] + [rnd]
     pushed = push_order(
         ctx.client, ctx.project_id, ctx.config, rnd.version, order, clusters,
-        _pre_annotation(ctx, state, state.pseudo_version or _maybe_pseudo(ctx, tasks)),
+        _pre_annotation(ctx, state, ctx.find_pseudo_version(tasks)),
         by_id, rnd.number, progress=progress,
     )  # fmt: skip
     return RankResult(rnd, pushed, errors)
-
-
-def _maybe_pseudo(ctx: ProjectContext, tasks: list[dict[str, Any]]) -> str | None:
-    try:
-        return ctx.pseudo_version(tasks)
-    except ValueError:
-        return None

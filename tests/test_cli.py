@@ -122,3 +122,71 @@ def test_serve_runs_the_backend_under_gunicorn(tmp_path: Path) -> None:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert "secret-token-xyz" not in output  # secrets never reach the log
+
+
+LOOP_COMMANDS = {
+    "init": "--images",
+    "pretrain": "--epochs",
+    "rank": "--budget",
+    "finetune": "--with-pseudo",
+    "status": "--project",
+    "export": "--out",
+    "watch": "--interval",
+    "worker": "--burst",
+    "jobs": "rerun",
+}
+
+
+def test_loop_commands_explain_themselves() -> None:
+    for command, flag in LOOP_COMMANDS.items():
+        out = run(command, "--help")
+        assert out.returncode == 0 and flag in out.stdout, command
+
+
+def test_loop_commands_fail_in_one_line(
+    tmp_path: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
+    monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
+    assert "cannot reach Label Studio" in _one_line_error(capsys, "rank", "--project", "1")
+    assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")
+    assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
+    assert "no job" in _one_line_error(capsys, "jobs", "rerun", "nope")
+    assert main(["jobs"]) == 0 and "no jobs" in capsys.readouterr().out
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY")
+    assert "LABEL_STUDIO_API_KEY" in _one_line_error(capsys, "pretrain", "--project", "1")
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_init_prelabel_status_export_watch_through_the_cli(
+    label_studio, sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted((sample_dir / "images").glob("*.png"))[:3]:
+        shutil.copy(src, images / src.name)
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.login.token)
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(label_studio.files_root))
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
+    assert main(["init", "--images", str(images), "--project", "cli loop"]) == 0
+    out = capsys.readouterr().out
+    assert "3 tasks (3 new)" in out
+    project = out.split("project ")[1].split()[0]
+    assert main(["prelabel", "--project", project]) == 0
+    assert main(["status", "--project", project]) == 0
+    status = capsys.readouterr().out
+    assert "3 tasks, 0 annotated" in status and "no round ranked yet" in status
+    assert "pretrain" in _one_line_error(capsys, "finetune", "--project", project)
+    assert main(["watch", "--project", project, "--once"]) == 0
+    assert "no round has been ranked yet" in capsys.readouterr().out
+    assert main(["export", "--project", project, "--out", str(tmp_path / "out")]) == 0
+    assert "3 images" in capsys.readouterr().out
+    assert len(list((tmp_path / "out" / "labels").glob("*.tif"))) == 3
+    assert main(["jobs", "--project", project]) == 0
+    listed = capsys.readouterr().out
+    assert "finetune" in listed and "failed" in listed and "coreset-check" in listed
