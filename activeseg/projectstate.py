@@ -44,6 +44,9 @@ class Round:
     k: int
     coreset: list[int]  # task ids, in rank order
     order: list[int]  # every ranked task id, core-set first
+    clusters: dict[str, int] = field(default_factory=dict)  # task id -> diversity cluster
+    budget: str = ""
+    seed: int = 0
     created_at: float = field(default_factory=time.time)
     #: model trained on this round's corrections (set once: a second trigger never trains again)
     finetuned: str | None = None

@@ -45,6 +45,7 @@ def push_order(
     config: BrushConfig,
     version: str,
     order: Sequence[int],
+    todo: Sequence[int],
     clusters: dict[int, int],
     pre_annotation: Callable[[dict[str, Any]], list[dict[str, Any]]],
     tasks: dict[int, dict[str, Any]],
@@ -53,13 +54,16 @@ def push_order(
 ) -> PushReport:
     """Make Label Studio serve ``order`` (task ids, most informative first).
 
+    Only the tasks in ``todo`` (those still to annotate) are written; each keeps the score of
+    its place in the whole ``order``, so a re-run after annotations changes nothing.
     ``pre_annotation(task)`` gives the brush regions shown for a task that has no prediction
     of ``version`` yet. ``tasks`` are the listed tasks (with predictions) by id.
     """
     report = PushReport()
     n = max(len(order), 1)
-    for rank, task_id in enumerate(tqdm(order, desc=f"ordering queue ({version})", unit="task",
-                                        disable=not progress), start=1):  # fmt: skip
+    place = {task_id: rank for rank, task_id in enumerate(order, start=1)}
+    for task_id in tqdm(todo, desc=f"ordering queue ({version})", unit="task", disable=not progress):
+        rank = place[task_id]
         task = tasks[task_id]
         score = rank / n
         cluster = int(clusters.get(task_id, 0))
@@ -86,7 +90,7 @@ def push_order(
             data.update(priority=rank, round=round_number)
             client.update_task_data(task_id, data)
             report.priorities_written += 1
-    if order:
+    if todo:
         client.update_project(project_id, sampling=UNCERTAINTY_SAMPLING, model_version=version)
         client.ensure_view(project_id, PRIORITY_TAB, PRIORITY_VIEW)
     return report

@@ -63,7 +63,12 @@ def rank_project(
     seed: int | None = None,
     progress: bool = True,
 ) -> RankResult:
-    """Rank every unannotated task and push the order; ``None`` arguments use the saved settings."""
+    """Rank every unannotated task and push the order; ``None`` arguments use the saved settings.
+
+    Idempotent within a round: asked again with the same model and settings, the round's order
+    is pushed again as it is (a re-run after a failure completes it). With other settings, the
+    round is re-ranked, but core-set tasks already annotated stay in its core-set.
+    """
     with ctx.dir.update() as st:  # remember the admin's choices for webhook-triggered rounds
         st.settings.budget = budget or st.settings.budget
         st.settings.strategy = strategy or st.settings.strategy
@@ -72,35 +77,59 @@ def rank_project(
     settings = state.settings
     tasks = ctx.tasks()
     by_id = {int(t["id"]): t for t in tasks}
-    todo = [t for t in tasks if not has_human_labels(t)]
+    annotated = {int(t["id"]) for t in tasks if has_human_labels(t)}
     scorer = _scorer(ctx, state, tasks)
+    current = state.current_round
+    open_round = current if current is not None and current.finetuned is None else None
+    same = open_round is not None and (open_round.ranked_with, open_round.strategy, open_round.budget,
+                                       open_round.seed) == (scorer.name, settings.strategy, settings.budget,
+                                                            settings.seed)  # fmt: skip
+    errors: list[tuple[int, str]] = []
+    if same and open_round is not None:
+        rnd = open_round
+    else:
+        rnd, errors = _new_ranking(ctx, scorer, tasks, annotated, open_round, len(state.rounds) + 1, progress)
+        with ctx.dir.update() as st:
+            st.rounds = [r for r in st.rounds if r.number != rnd.number] + [rnd]
+    todo = [t for t in rnd.order if t in by_id and t not in annotated]
+    pushed = push_order(
+        ctx.client, ctx.project_id, ctx.config, rnd.version, rnd.order, todo,
+        {int(k): v for k, v in rnd.clusters.items()},
+        _pre_annotation(ctx, state, ctx.find_pseudo_version(tasks)), by_id, rnd.number, progress=progress,
+    )  # fmt: skip
+    return RankResult(rnd, pushed, errors)
+
+
+def _new_ranking(
+    ctx: ProjectContext,
+    scorer: Scorer,
+    tasks: list[dict[str, Any]],
+    annotated: set[int],
+    open_round: Round | None,
+    next_number: int,
+    progress: bool,
+) -> tuple[Round, list[tuple[int, str]]]:
+    settings = ctx.state().settings
     store = ScoreStore(ctx.dir.scores_dir(scorer.name))
+    todo = [t for t in tasks if int(t["id"]) not in annotated]
     scores, errors = score_tasks(scorer, store, todo, progress=progress)
-    done_scores = [
-        s for s in (store.get(int(t["id"])) for t in tasks if has_human_labels(t)) if s is not None
-    ]
-    labelled = stack_features(done_scores)
+    done_scores = [s for s in (store.get(t) for t in sorted(annotated)) if s is not None]
     candidates = Candidates(
         task_ids=np.array([s.task_id for s in scores], dtype=np.int64),
         uncertainty=np.array([s.uncertainty for s in scores], dtype=np.float64),
         features=stack_features(scores) if scores else np.zeros((0, 1), np.float32),
         instances=np.array([s.instances for s in scores], dtype=np.int64),
-        labelled_features=labelled if len(done_scores) else np.zeros((0, 1), np.float32),
+        labelled_features=stack_features(done_scores) if done_scores else np.zeros((0, 1), np.float32),
     )
-    k = budget_to_k(settings.budget, len(scores))
-    ranking = rank(candidates, k, settings.strategy, settings.seed)
+    # core-set members of an open round that are already annotated keep their place in it
+    kept = [t for t in open_round.coreset if t in annotated] if open_round else []
+    k = max(budget_to_k(settings.budget, len(scores) + len(kept)) - len(kept), 0)
+    ranking = rank(candidates, min(k, len(scores)), settings.strategy, settings.seed)
     order = [int(candidates.task_ids[i]) for i in ranking.order]
-    clusters = {int(candidates.task_ids[i]): int(c) for i, c in enumerate(ranking.clusters)}
-    with ctx.dir.update() as st:
-        current = st.current_round
-        # a round whose core-set has not been used for training yet is re-ranked in place
-        number = current.number if current and current.finetuned is None else len(st.rounds) + 1
-        rnd = Round(number=number, ranked_with=scorer.name, strategy=settings.strategy, k=ranking.k,
-                    coreset=order[: ranking.k], order=order)  # fmt: skip
-        st.rounds = [r for r in st.rounds if r.number != number] + [rnd]
-    pushed = push_order(
-        ctx.client, ctx.project_id, ctx.config, rnd.version, order, clusters,
-        _pre_annotation(ctx, state, ctx.find_pseudo_version(tasks)),
-        by_id, rnd.number, progress=progress,
+    clusters = {str(int(candidates.task_ids[i])): int(c) for i, c in enumerate(ranking.clusters)}
+    rnd = Round(
+        number=open_round.number if open_round else next_number, ranked_with=scorer.name,
+        strategy=settings.strategy, k=len(kept) + ranking.k, coreset=kept + order[: ranking.k],
+        order=kept + order, clusters=clusters, budget=settings.budget, seed=settings.seed,
     )  # fmt: skip
-    return RankResult(rnd, pushed, errors)
+    return rnd, errors

@@ -315,5 +315,13 @@ def test_rank_survives_label_studio_stopping(
         client.sdk.tasks.delete(id=str(deleted))
         progress = coreset_progress(ctx.state().current_round, client.tasks(pid))
         assert progress.pending == [skipped] and progress.deleted == [deleted] and not progress.complete
+
+        # re-ranking a round with another budget keeps the core-set tasks already annotated
+        annotator.submit(skipped, results[0]["result"])
+        bigger = rank_project(ctx, budget="3", progress=False).round
+        assert bigger.number == 1 and bigger.coreset[0] == skipped and len(bigger.coreset) == 3
+        assert deleted not in bigger.order and len(ctx.state().rounds) == 1
+        served = [t for t in client.tasks(pid) if t["id"] != skipped]
+        assert all(sum(p["model_version"] == "round-1" for p in t["predictions"]) == 1 for t in served)
     finally:
         server.stop()
