@@ -542,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Settings come from the environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (to download "
             "task images), MODEL_DIR (cache and job records), BASIC_AUTH_USER/BASIC_AUTH_PASS (optional), "
             "LOCAL_FILES_DOCUMENT_ROOT (read local-files images from disk), ACTIVESEG_PSEUDOLABELER, "
-            "ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE."
+            "ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE, ACTIVESEG_WEBHOOK_SECRET, ACTIVESEG_WORKER "
+            "(inprocess: this process runs fine-tuning jobs; off; rq), REDIS_URL, ACTIVESEG_DEVICE."
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
