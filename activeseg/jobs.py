@@ -67,14 +67,28 @@ class Job:
         return self.status in (QUEUED, RUNNING)
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, since: float | None = None) -> bool:
+    """Whether process ``pid`` exists and, where Linux says, started before ``since`` (after a
+    reboot the same pid may belong to another process)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if since is None:
         return True
-    return True
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    started = boot + ticks / os.sysconf("SC_CLK_TCK")
+    return started <= since + 5.0  # btime has whole seconds
 
 
 class JobStore:
@@ -194,7 +208,12 @@ class JobStore:
         dead = []
         here = socket.gethostname()
         for job in self.list():
-            if job.status == RUNNING and job.host == here and job.pid and not _pid_alive(job.pid):
+            if (
+                job.status == RUNNING
+                and job.host == here
+                and job.pid
+                and not _pid_alive(job.pid, job.started_at)
+            ):
                 dead.append(
                     self._write(
                         replace(

@@ -54,29 +54,46 @@ def main() -> None:
     try:
         client = LabelStudioClient(server.url, server.login.token)
 
-        def timed(name: str, fn):  # noqa: ANN001, ANN202
+        def timed(name: str, fn):
             t0 = time.perf_counter()
             out = fn()
             rows.append((name, time.perf_counter() - t0))
             return out
 
-        pid = timed("init (display PNGs, import)", lambda: init_project(
-            client, dataset.parent, "timing", server.files_root, load_label_config()).project_id)  # fmt: skip
-        config = BackendConfig(label_studio_url=server.url, api_key=server.login.token,
-                               model_dir=work / "md", local_files_root=server.files_root, worker="off")  # fmt: skip
-        timed("prelabel (classical, upload)", lambda: prelabel_project(
-            pid, client=client, service=PredictionService(config)))  # fmt: skip
+        pid = timed(
+            "init (display PNGs, import)",
+            lambda: (
+                init_project(
+                    client, dataset.parent, "timing", server.files_root, load_label_config()
+                ).project_id
+            ),
+        )
+        config = BackendConfig(
+            label_studio_url=server.url,
+            api_key=server.login.token,
+            model_dir=work / "md",
+            local_files_root=server.files_root,
+            worker="off",
+        )
+        timed(
+            "prelabel (classical, upload)",
+            lambda: prelabel_project(pid, client=client, service=PredictionService(config)),
+        )
         ctx = ProjectContext(client, pid, work / "md", server.files_root)
-        timed("rank, cold start (LiteMedSAM features, push)", lambda: rank_project(ctx, budget="5%",
-                                                                                   progress=False))  # fmt: skip
+        timed(
+            "rank, cold start (LiteMedSAM features, push)",
+            lambda: rank_project(ctx, budget="5%", progress=False),
+        )
         with ctx.dir.update() as state:
             state.settings.epochs, state.settings.iterations_per_epoch = 2, args.iterations // 2
         timed(
             f"pretrain ({args.iterations} iterations, scoring all)",
             lambda: pretrain(ctx, report=lambda m: None),
         )
-        timed("re-rank with nnU-Net (stored scores, re-scores the round)", lambda: rank_project(ctx, budget="10%",
-                                                                                       progress=False))  # fmt: skip
+        timed(
+            "re-rank with nnU-Net (stored scores, re-scores the round)",
+            lambda: rank_project(ctx, budget="10%", progress=False),
+        )
         timed("rank again (nothing changed)", lambda: rank_project(ctx, progress=False))
     finally:
         server.stop()

@@ -27,9 +27,8 @@ from activeseg.nnunet.workspace import WorkspaceError
 from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS
 from ml_backend.pseudolabelers.base import ModelLoadError
-from orchestrator.context import default_model_dir
+from orchestrator.context import LoopError, default_model_dir
 from orchestrator.strategies import STRATEGIES
-from orchestrator.training import LoopError
 
 if TYPE_CHECKING:
     from orchestrator.context import ProjectContext

@@ -14,6 +14,10 @@ from activeseg.projectstate import ProjectDir, ProjectState
 from ml_backend.images import ImageSource
 
 
+class LoopError(RuntimeError):
+    """A step of the loop cannot run yet; the message says what to do first."""
+
+
 def default_model_dir() -> Path:
     """MODEL_DIR, shared with the ML backend (default ./model_dir)."""
     return Path(os.environ.get("MODEL_DIR", "model_dir"))
@@ -83,7 +87,7 @@ class ProjectContext:
                 if v and not v.startswith(("round-", "nnunet-")):
                     counts[v] = counts.get(v, 0) + 1
         if not counts:
-            raise ValueError(
+            raise LoopError(
                 f"project {self.project_id} has no pseudo-labels yet: run "
                 f"'activeseg prelabel --project {self.project_id}' first"
             )

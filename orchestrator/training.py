@@ -30,15 +30,11 @@ from activeseg.nnunet.engine import (
 )
 from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, finetune_version
 from activeseg.scores import ScoreStore
-from orchestrator.context import ProjectContext, has_human_labels
+from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.scoring import NnunetScorer, score_tasks
 from orchestrator.training_data import CaseReport, best_labels, cases_from_tasks, result_labels
 
 Report = Callable[[str], None]
-
-
-class LoopError(RuntimeError):
-    """A step of the loop cannot run yet; the message says what to do first."""
 
 
 @dataclass(frozen=True)
