@@ -123,8 +123,9 @@ def create_app(config: BackendConfig | None = None, service: PredictionService |
 
     @app.get("/versions")
     def versions() -> Any:
-        version = _version_or_none(service, project_id_of(request.args.get("project")))
-        return jsonify({"versions": [version] if version else []})
+        """The pseudo-labeller's version and every fine-tuned model served (older ones stay listed)."""
+        pseudo = _version_or_none(service)
+        return jsonify({"versions": ([pseudo] if pseudo else []) + service.served.all_versions()})
 
     return app
 

@@ -46,6 +46,17 @@ class ServedModels:
         pdir = ProjectDir(self.model_dir, project_id)
         return pdir.load().served if pdir.exists() else None
 
+    def all_versions(self) -> list[str]:
+        """Every model version served for some project (for Label Studio's version list)."""
+        found = set()
+        for state_file in (self.model_dir / "projects").glob("*/state.json"):
+            if not state_file.parent.name.isdigit():
+                continue
+            served = ProjectDir(self.model_dir, int(state_file.parent.name)).load().served
+            if served:
+                found.add(served)
+        return sorted(found)
+
     def _predictor(self, project_id: int, version: str) -> Any:
         from activeseg.nnunet.engine import Predictor
 

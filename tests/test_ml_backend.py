@@ -124,6 +124,20 @@ def test_bad_predict_body(config: BackendConfig) -> None:
     assert r.status_code == 400
 
 
+def test_a_project_with_a_fine_tuned_model_gets_its_version(config: BackendConfig) -> None:
+    from activeseg.projectstate import ProjectDir
+
+    client = create_app(config).test_client()
+    pseudo = client.post("/setup", json={}).get_json()["model_version"]
+    with ProjectDir(config.model_dir, 4).update() as state:
+        state.served = "nnunet-r1"
+    assert client.post("/setup", json={"project": "4.1795837124"}).get_json() == {
+        "model_version": "nnunet-r1"
+    }
+    assert client.post("/setup", json={"project": "5.1795837124"}).get_json() == {"model_version": pseudo}
+    assert client.get("/versions").get_json() == {"versions": [pseudo, "nnunet-r1"]}
+
+
 def test_webhook_queues_one_coreset_check_per_project(config: BackendConfig) -> None:
     client = create_app(config).test_client()
     r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
