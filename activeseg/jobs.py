@@ -16,22 +16,24 @@ Rules, per Label Studio project:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
+import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from activeseg.fsutil import atomic_write_text
+from activeseg.fsutil import atomic_write_text, locked
 
+log = logging.getLogger(__name__)
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-#: what a job can be asked to do (see ``orchestrator.tasks``)
-KINDS = ("coreset-check", "pretrain", "finetune", "prelabel")
+#: what a job can be asked to do (see ``orchestrator.jobrun``)
+KINDS = ("coreset-check", "pretrain", "finetune", "rank")
+#: finished core-set checks that found nothing to do are deleted after this long
+CHECK_RECORDS_KEPT_S = 24 * 3600
 #: ``stage`` of a running job that has passed its checks and is doing the expensive part
 WORKING = "working"
 
@@ -66,6 +68,13 @@ class Job:
     def active(self) -> bool:
         return self.status in (QUEUED, RUNNING)
 
+    @property
+    def detail(self) -> str:
+        """One line on where the job is or how it ended."""
+        if self.status in (DONE, FAILED):
+            return self.error or str(self.result.get("status", ""))
+        return self.stage
+
 
 def _pid_alive(pid: int, since: float | None = None) -> bool:
     """Whether process ``pid`` exists and, where Linux says, started before ``since`` (after a
@@ -95,15 +104,8 @@ class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.root / ".lock")
 
     def _path(self, job_id: str) -> Path:
         return self.root / f"{job_id}.json"
@@ -122,7 +124,12 @@ class JobStore:
         """Jobs, oldest first."""
         if not self.root.is_dir():
             return []
-        jobs = [Job(**json.loads(p.read_text())) for p in self.root.glob("*.json")]
+        jobs = []
+        for path in self.root.glob("[!.]*.json"):  # not the temporary files of atomic writes
+            try:
+                jobs.append(Job(**json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("skipping unreadable job record %s: %s", path, exc)
         jobs.sort(key=lambda j: (j.created_at, j.id))
         return [j for j in jobs if project is None or j.project == project]
 
@@ -204,7 +211,17 @@ class JobStore:
         with self._locked():
             return self._reap_locked()
 
+    def fail(self, job_id: str, reason: str) -> Job:
+        """Mark a running job failed by hand: for a job whose worker died on another machine, which
+        the automatic check (same host only) cannot see."""
+        with self._locked():
+            job = self.get(job_id)
+            if job.status != RUNNING:
+                raise JobError(f"job {job_id} is {job.status}, not running")
+            return self._write(replace(job, status=FAILED, error=reason, finished_at=time.time()))
+
     def _reap_locked(self) -> list[Job]:
+        self._prune_locked()
         dead = []
         here = socket.gethostname()
         for job in self.list():
@@ -226,6 +243,19 @@ class JobStore:
                     )
                 )
         return dead
+
+    def _prune_locked(self) -> None:
+        """Forget core-set checks that found nothing to do (one per annotation event or poll)."""
+        cutoff = time.time() - CHECK_RECORDS_KEPT_S
+        for job in self.list():
+            idle = (
+                job.kind == "coreset-check"
+                and job.status == DONE
+                and job.result.get("status") != "fine-tuned"
+            )
+            if idle and (job.finished_at or 0) < cutoff:
+                self._path(job.id).unlink(missing_ok=True)
+                (self.root / f"{job.id}.log").unlink(missing_ok=True)
 
     def rerun(self, job_id: str) -> Job:
         """Queue a failed job again (a new job with the same kind and parameters)."""

@@ -13,7 +13,6 @@ reads it to know which model to serve. Writes are atomic and serialised by a fil
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activeseg.fsutil import atomic_write_text
+from activeseg.fsutil import atomic_write_text, locked
 from activeseg.nnunet.workspace import Workspace
 
 PRETRAIN_VERSION = "nnunet-r0"
@@ -39,7 +38,7 @@ def round_version(round_number: int) -> str:
 @dataclass
 class Round:
     number: int
-    ranked_with: str  # model version whose scores ranked it ("cold:<pseudo version>" before nnU-Net)
+    ranked_with: str  # model version whose scores ranked it ("cold-<pseudo version>" before nnU-Net)
     strategy: str
     k: int
     coreset: list[int]  # task ids, in rank order
@@ -137,12 +136,7 @@ class ProjectDir:
     @contextlib.contextmanager
     def update(self) -> Iterator[ProjectState]:
         """Read, change and atomically write the state under an exclusive lock."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                state = self.load()
-                yield state
-                atomic_write_text(self.state_file, json.dumps(asdict(state), indent=1))
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with locked(self.root / ".lock"):
+            state = self.load()
+            yield state
+            atomic_write_text(self.state_file, json.dumps(asdict(state), indent=1))

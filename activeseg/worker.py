@@ -39,16 +39,19 @@ class Worker:
         if job is None:
             return None
         log_path = self.store.root / f"{job.id}.log"
-        with open(log_path, "ab") as out:
-            child = subprocess.Popen(
-                [sys.executable, "-m", JOB_RUNNER, str(self.model_dir), job.id],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C on the worker's terminal is not the job's
-            )
-            self.store.update(job.id, pid=child.pid)
-            log.info("job %s (%s, project %s) runs as process %s", job.id, job.kind, job.project, child.pid)
-            code = child.wait()
+        try:
+            with open(log_path, "ab") as out:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", JOB_RUNNER, str(self.model_dir), job.id],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C on the worker's terminal is not the job's
+                )
+        except OSError as exc:  # the job must not stay "running" under this live process
+            return self.store.finish(job.id, error=f"could not start its process: {exc}")
+        self.store.update(job.id, pid=child.pid)
+        log.info("job %s (%s, project %s) runs as process %s", job.id, job.kind, job.project, child.pid)
+        code = child.wait()
         final = self.store.get(job.id)
         if final.status == RUNNING:  # the child died before recording an outcome
             why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"

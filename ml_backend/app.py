@@ -15,8 +15,9 @@ from flask import Flask, Response, jsonify, request
 
 from activeseg import __version__
 from activeseg.jobs import JobError, JobStore, jobs_dir
+from activeseg.projectstate import ProjectDir
 from activeseg.worker import Worker, notify_rq
-from ml_backend.config import BackendConfig
+from ml_backend.config import SECRET_HEADER, BackendConfig
 from ml_backend.pseudolabelers import ModelLoadError
 from ml_backend.served import project_id_of
 from ml_backend.service import PredictionService
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 #: webhook actions that may complete a core-set: each queues a "core-set check" job, which
 #: confirms through Label Studio's API before anything is trained (webhooks are only hints)
 JOB_ACTIONS = frozenset({"START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
-SECRET_HEADER = "X-Activeseg-Webhook-Secret"
 
 
 def create_app(config: BackendConfig | None = None, service: PredictionService | None = None) -> Flask:
@@ -100,6 +100,8 @@ def create_app(config: BackendConfig | None = None, service: PredictionService |
         project = project_id_of((body.get("project") or {}).get("id"))
         if project is None:
             return jsonify({"error": "the event names no project"}), 400
+        if not ProjectDir(config.model_dir, project).exists():  # not a project activeseg runs
+            return jsonify({"status": "ignored", "action": action, "reason": "unknown project"}), 200
         job, created = jobs.submit("coreset-check", project, f"webhook:{action}")
         if created and config.worker == "rq" and config.redis_url:
             try:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 #: pseudo-labeller names, kept here (light to import) for the CLI's choices
 PSEUDOLABELERS = ("classical", "litemedsam", "sam-box", "sam-auto")
+#: the header our project webhook carries the shared secret in
+SECRET_HEADER = "X-Activeseg-Webhook-Secret"
 #: who runs queued jobs
 WORKERS = ("inprocess", "off", "rq")
 

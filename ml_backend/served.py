@@ -20,6 +20,7 @@ from activeseg.labelconfig import BrushConfig
 from activeseg.projectstate import ProjectDir
 from activeseg.scores import ScoreStore, foreground_entropy
 from ml_backend.images import ImageSource, task_image_url
+from ml_backend.pseudolabelers.base import ModelLoadError
 
 
 def project_id_of(value: Any) -> int | None:
@@ -63,8 +64,16 @@ class ServedModels:
         with self._lock:
             key = (project_id, version)
             if key not in self._predictors:
+                # one model per project: the previous round's goes when a newer one is served
+                for old in [k for k in self._predictors if k[0] == project_id]:
+                    del self._predictors[old]
                 ws = ProjectDir(self.model_dir, project_id).workspace
-                self._predictors[key] = Predictor(ws, version, device=self.device)
+                try:
+                    self._predictors[key] = Predictor(ws, version, device=self.device)
+                except (OSError, RuntimeError, KeyError) as exc:
+                    raise ModelLoadError(
+                        f"cannot load model {version} of project {project_id}: {exc}"
+                    ) from exc
             return self._predictors[key]
 
     def predict_task(

@@ -26,6 +26,7 @@ from activeseg.nnunet.dataset import DatasetExportError
 from activeseg.nnunet.workspace import WorkspaceError
 from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS
+from ml_backend.images import ImageFetchError
 from ml_backend.pseudolabelers.base import ModelLoadError
 from orchestrator.context import LoopError, default_model_dir
 from orchestrator.strategies import STRATEGIES
@@ -43,6 +44,7 @@ USER_ERRORS = (
     CheckpointError,
     JobError,
     LoopError,
+    ImageFetchError,
     WorkspaceError,
     DatasetExportError,
 )
@@ -164,7 +166,23 @@ def _foreground(ctx: ProjectContext, kind: str, params: dict | None = None) -> d
     from orchestrator.jobrun import execute
 
     store = JobStore(jobs_dir(ctx.model_dir))
-    return execute(store.start_here(kind, ctx.project_id, "cli", params), store, ctx.model_dir).result
+    try:
+        return execute(store.start_here(kind, ctx.project_id, "cli", params), store, ctx.model_dir).result
+    finally:
+        _wake_workers()  # jobs queued meanwhile (webhooks) waited for this project to be free
+
+
+def _wake_workers() -> None:
+    """With REDIS_URL, tell the RQ workers to look at the queue (a failure only warns)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return
+    from activeseg.worker import notify_rq
+
+    try:
+        notify_rq(url)
+    except Exception as exc:
+        print(f"activeseg: warning: could not reach Redis to wake the workers: {exc}", file=sys.stderr)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -219,20 +237,23 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from orchestrator.ranking import rank_project
+    from orchestrator.ranking import check_choices
 
+    check_choices(args.budget, args.strategy)
     ctx = _context(args)
-    result = rank_project(ctx, budget=args.budget, strategy=args.strategy, seed=args.seed)
-    rnd, push = result.round, result.push
+    asked = {"budget": args.budget, "strategy": args.strategy, "seed": args.seed}
+    params = {k: v for k, v in asked.items() if v is not None}
+    result = _foreground(ctx, "rank", params)
+    core = ", ".join(map(str, result["coreset"][:20])) + (" ..." if len(result["coreset"]) > 20 else "")
     print(
-        f"round {rnd.number}: {len(rnd.order)} tasks ranked by {rnd.strategy} with {rnd.ranked_with}; "
-        f"core-set of {rnd.k}: tasks {', '.join(map(str, rnd.coreset[:20]))}"
+        f"round {result['round']}: {result['tasks']} tasks ranked by {result['strategy']} with "
+        f"{result['ranked_with']}; core-set of {len(result['coreset'])}: tasks {core}"
     )
     print(
-        f"Label Studio: {push.created} predictions created, {push.rescored} re-scored, "
-        f"{push.duplicates_removed} duplicates removed; project model version {rnd.version}"
+        f"Label Studio: {result['created']} predictions created, {result['rescored']} re-scored, "
+        f"{result['duplicates_removed']} duplicates removed; project model version round-{result['round']}"
     )
-    for task_id, error in result.errors[:10]:
+    for task_id, error in result["errors"][:10]:
         print(f"  task {task_id} left out: {error}", file=sys.stderr)
     return 0
 
@@ -244,7 +265,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         finetune_epochs=args.epochs,
         finetune_iterations_per_epoch=args.iterations,
         device=args.device,
-        with_pseudo=args.with_pseudo or None,
+        with_pseudo=args.with_pseudo,
         eval_labels=args.eval_labels,
     )
     result = _foreground(ctx, "finetune", {"force": True} if args.force else None)
@@ -280,8 +301,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     while True:
         try:
             result = _foreground(ctx, "coreset-check")
-        except JobError as exc:  # another job of the project is running
-            print(f"skipped: {exc}")
+        except USER_ERRORS as exc:  # another job is running, Label Studio is down...: try again later
+            print(f"{time.strftime('%H:%M:%S')} not checked: {exc}")
         else:
             counts = f" ({result['done']}/{result['total']})" if "done" in result else ""
             print(f"{time.strftime('%H:%M:%S')} {result.get('status')}{counts}")
@@ -316,15 +337,16 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     from activeseg.jobs import JobStore, jobs_dir
 
     store = JobStore(jobs_dir(args.model_dir or default_model_dir()))
+    if args.action in ("rerun", "fail") and not args.id:
+        print(f"activeseg: error: jobs {args.action} needs a job ID (see: activeseg jobs)", file=sys.stderr)
+        return 2
+    if args.action == "fail":
+        job = store.fail(args.id, "marked failed by hand (activeseg jobs fail)")
+        print(f"job {job.id} marked failed; re-run it with: activeseg jobs rerun {job.id}")
+        return 0
     if args.action == "rerun":
-        if not args.id:
-            print("activeseg: error: jobs rerun needs a job ID (see: activeseg jobs)", file=sys.stderr)
-            return 2
         job = store.rerun(args.id)
-        if os.environ.get("REDIS_URL"):
-            from activeseg.worker import notify_rq
-
-            notify_rq(os.environ["REDIS_URL"])
+        _wake_workers()
         print(f"queued {job.id} ({job.kind}, project {job.project}); a worker or the ML backend runs it")
         return 0
     store.reap()
@@ -332,9 +354,9 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     if not jobs:
         print("no jobs")
     for job in jobs:
-        detail = job.error or job.result.get("status", "") if job.status in ("done", "failed") else job.stage
         print(
-            f"{job.id}  project {job.project:<4d} {job.kind:13s} {job.status:8s} {job.trigger:24s} {detail}"
+            f"{job.id}  project {job.project:<4d} {job.kind:13s} {job.status:8s} {job.trigger:24s} "
+            f"{job.detail}"
         )
     return 0
 
@@ -503,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(
         "--with-pseudo",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="also train on the pseudo-labels of unannotated tasks (saved)",
     )
     p.add_argument("--eval-labels", type=Path, default=None, help="as for pretrain")
@@ -562,8 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", help="run what is queued, then exit")
     p.set_defaults(func=_cmd_worker)
 
-    p = sub.add_parser("jobs", help="list jobs, or re-run a failed one")
-    p.add_argument("action", nargs="?", choices=["list", "rerun"], default="list")
+    p = sub.add_parser(
+        "jobs",
+        help="list jobs, re-run a failed one, or mark one failed by hand",
+        description="A job whose process died on this machine is marked failed by itself; one that ran on "
+        "another machine (an RQ worker that was lost) is marked failed with 'jobs fail ID'.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "rerun", "fail"], default="list")
     p.add_argument("id", nargs="?", help="job id (for rerun)")
     p.add_argument("--project", type=int, default=None, help="only this project's jobs")
     p.add_argument("--model-dir", type=Path, default=None, help="default: MODEL_DIR or ./model_dir")

@@ -31,6 +31,8 @@ def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
         rnd = state.current_round
         if rnd is None:
             return {"status": "no round has been ranked yet"}
+        if state.pretrained is None:  # ranked cold: nothing to fine-tune from yet
+            return {"status": "waiting for 'activeseg pretrain'"}
         if rnd.finetuned is not None:
             return {"status": f"round {rnd.number} is already fine-tuned into {rnd.finetuned}"}
         progress = coreset_progress(rnd, ctx.tasks())
@@ -45,11 +47,19 @@ def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
     if job.kind == "finetune":
         info = finetune(ctx, report, force=bool(job.params.get("force")))
         return {"status": "fine-tuned" if info else "nothing to do", "model": info.version if info else None}
-    if job.kind == "prelabel":
-        from orchestrator.prelabel import prelabel_project
+    if job.kind == "rank":
+        from orchestrator.ranking import rank_project
 
-        pre = prelabel_project(job.project, model_dir=model_dir, client=ctx.client)
-        return {"status": "pseudo-labelled", "predicted": pre.predicted, "errors": len(pre.errors)}
+        ranked = rank_project(
+            ctx, job.params.get("budget"), job.params.get("strategy"), job.params.get("seed")
+        )
+        rnd, push = ranked.round, ranked.push
+        return {
+            "status": f"round {rnd.number} ranked", "round": rnd.number, "tasks": len(rnd.order),
+            "strategy": rnd.strategy, "ranked_with": rnd.ranked_with, "coreset": rnd.coreset,
+            "created": push.created, "rescored": push.rescored, "duplicates_removed": push.duplicates_removed,
+            "errors": [list(e) for e in ranked.errors],
+        }  # fmt: skip
     raise ValueError(f"job {job.id}: unknown kind {job.kind!r}")
 
 

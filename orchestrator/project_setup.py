@@ -22,6 +22,7 @@ from activeseg.fsutil import atomic_path
 from activeseg.imageio import read_image, write_display_png
 from activeseg.labelconfig import BrushConfig
 from activeseg.lsclient import LabelStudioClient
+from ml_backend.config import SECRET_HEADER
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,6 @@ def init_project(
     if backend_url:
         backend_url = backend_url.rstrip("/")
         ml_id = client.connect_ml_backend(project_id, backend_url, "activeseg", backend_auth)
-        headers = {"X-Activeseg-Webhook-Secret": webhook_secret} if webhook_secret else {}
+        headers = {SECRET_HEADER: webhook_secret} if webhook_secret else {}
         hook_id = client.ensure_webhook(project_id, f"{backend_url}/webhook", headers)
     return InitResult(project_id, created, len(report.task_ids), len(report.new), ml_id, hook_id)

@@ -19,10 +19,10 @@ import numpy as np
 from activeseg.brush import labels_to_results
 from activeseg.projectstate import ProjectState, Round
 from activeseg.scores import ScoreStore
-from orchestrator.context import ProjectContext, has_human_labels
+from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.queue_order import PushReport, push_order
 from orchestrator.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
-from orchestrator.strategies import Candidates, budget_to_k, rank
+from orchestrator.strategies import Candidates, budget_to_k, get_strategy, rank
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,23 @@ class RankResult:
     errors: list[tuple[int, str]]
 
 
+def check_choices(budget: str | None, strategy: str | None) -> None:
+    """Refuse a bad budget or strategy before anything is saved or computed."""
+    try:
+        if budget is not None:
+            budget_to_k(budget, 100)
+        if strategy is not None:
+            get_strategy(strategy)
+    except ValueError as exc:
+        raise LoopError(str(exc)) from None
+
+
+def _scorer_name(ctx: ProjectContext, state: ProjectState, tasks: list[dict[str, Any]]) -> str:
+    return state.ranking_model or ColdStartScorer.name_for(ctx.pseudo_version(tasks))
+
+
 def _scorer(ctx: ProjectContext, state: ProjectState, tasks: list[dict[str, Any]]) -> Scorer:
+    """The scorer (models load here; only when something must be scored)."""
     model = state.ranking_model
     if model is not None:
         return NnunetScorer(ctx.dir.workspace, model, ctx.images, ctx.config, state.settings.device)
@@ -67,8 +83,10 @@ def rank_project(
 
     Idempotent within a round: asked again with the same model and settings, the round's order
     is pushed again as it is (a re-run after a failure completes it). With other settings, the
-    round is re-ranked, but core-set tasks already annotated stay in its core-set.
+    round is re-ranked, but core-set tasks already annotated stay in its core-set; so is a round
+    that misses unannotated tasks (imported since, or not scored last time).
     """
+    check_choices(budget, strategy)
     with ctx.dir.update() as st:  # remember the admin's choices for webhook-triggered rounds
         st.settings.budget = budget or st.settings.budget
         st.settings.strategy = strategy or st.settings.strategy

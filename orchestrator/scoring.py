@@ -58,10 +58,14 @@ class ColdStartScorer:
     """Before nnU-Net: the pseudo-label's confidence and the SAM image encoder's view of the image."""
 
     def __init__(self, pseudo_version: str, images: ImageSource, config: BrushConfig) -> None:
-        self.name = f"cold-{pseudo_version}"
+        self.name = self.name_for(pseudo_version)
         self.pseudo_version = pseudo_version
         self.images, self.config = images, config
         self._predictor: Any = None
+
+    @staticmethod
+    def name_for(pseudo_version: str) -> str:
+        return f"cold-{pseudo_version}"
 
     def _embed(self, image: np.ndarray) -> np.ndarray:
         if self._predictor is None:

@@ -113,8 +113,7 @@ def format_status(status: ProjectStatus) -> str:
     queued, running = sum(j.status == QUEUED for j in active), sum(j.status == RUNNING for j in active)
     lines.append(f"jobs: {queued} queued, {running} running")
     for job in status.jobs[-5:]:
-        detail = job.error or job.result.get("status", "") if job.status in ("done", "failed") else job.stage
-        lines.append(f"  {job.id} {job.kind:13s} {job.status:8s} {job.trigger:24s} {detail}")
+        lines.append(f"  {job.id} {job.kind:13s} {job.status:8s} {job.trigger:24s} {job.detail}")
     if status.curve is not None:
         lines.append(f"learning curve: {status.curve}")
     return "\n".join(lines)

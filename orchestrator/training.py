@@ -93,8 +93,12 @@ def pretrain(ctx: ProjectContext, report: Report = print) -> ModelInfo:
         )
         ws = ctx.dir.workspace
         export_dataset(ws, cases.cases)
-        report("nnU-Net planning and preprocessing")
-        plan_and_preprocess(ws)
+        if (ws.preprocessed_dir / "nnUNetPlans.json").is_file():  # a re-run after a crash: same plans
+            report("nnU-Net preprocessing (existing plans)")
+            preprocess(ws)
+        else:
+            report("nnU-Net planning and preprocessing")
+            plan_and_preprocess(ws)
         budget = TrainBudget(epochs=settings.epochs, iterations_per_epoch=settings.iterations_per_epoch)
         info = train(ws, PRETRAIN_VERSION, budget, _sources(cases), device=settings.device,
                      on_epoch=_epoch_printer(report, PRETRAIN_VERSION))  # fmt: skip
@@ -140,6 +144,8 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
         human = [t for t in tasks if has_human_labels(t)]
         rest = [t for t in tasks if not has_human_labels(t)] if settings.with_pseudo else []
         cases = cases_from_tasks(human + rest, ctx.config, ctx.images, state.pseudo_version)
+        if not cases.cases:
+            raise LoopError(f"project {ctx.project_id}: no annotated task to fine-tune on")
         report(f"fine-tuning {parent} on {cases.count('human')} annotated images"
                + (f" and {cases.count('pseudo')} pseudo-labels" if rest else ""))  # fmt: skip
         ws = ctx.dir.workspace
@@ -153,10 +159,11 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
         info = train(ws, version, budget, _sources(cases), parent=parent, device=settings.device,
                      on_epoch=_epoch_printer(report, version))  # fmt: skip
     shown = _coreset_agreement(ctx, rnd, tasks)
-    errors = _score_all(ctx, version, [t for t in tasks if not has_human_labels(t)])
+    # every task: annotated ones give the next ranking its existing centres
+    errors = _score_all(ctx, version, tasks)
     with ctx.dir.update() as st:
         st.served = version
-        current = st.rounds[-1]
+        current = next(r for r in st.rounds if r.number == rnd.number)
         current.finetuned = version
         current.coreset_msa = shown
         current.n_annotated = sum(has_human_labels(t) for t in tasks)

@@ -154,7 +154,11 @@ def test_loop_commands_fail_in_one_line(
     assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")
     assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
     assert "no job" in _one_line_error(capsys, "jobs", "rerun", "nope")
-    assert main(["jobs"]) == 0 and "no jobs" in capsys.readouterr().out
+    assert "budget" in _one_line_error(capsys, "rank", "--project", "1", "--budget", "150%")
+    assert main(["jobs"]) == 0
+    listed = capsys.readouterr().out.splitlines()  # the failed rank is on record, with its reason
+    assert len(listed) == 1 and "rank" in listed[0] and "failed" in listed[0] and "cannot reach" in listed[0]
+    assert "not running" in _one_line_error(capsys, "jobs", "fail", listed[0].split()[0])
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     assert "LABEL_STUDIO_API_KEY" in _one_line_error(capsys, "pretrain", "--project", "1")
 

@@ -27,8 +27,8 @@ from activeseg.lsclient import LabelStudioClient, LabelStudioError
 from activeseg.lsserver import LabelStudioServer, prepare_from_template
 from activeseg.nnunet.engine import list_models
 from activeseg.projectstate import ProjectDir
-from ml_backend.app import SECRET_HEADER, create_app
-from ml_backend.config import BackendConfig
+from ml_backend.app import create_app
+from ml_backend.config import SECRET_HEADER, BackendConfig
 from ml_backend.service import PredictionService
 from orchestrator.annotator import SessionAnnotator
 from orchestrator.context import ProjectContext

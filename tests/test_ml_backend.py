@@ -138,8 +138,20 @@ def test_a_project_with_a_fine_tuned_model_gets_its_version(config: BackendConfi
     assert client.get("/versions").get_json() == {"versions": [pseudo, "nnunet-r1"]}
 
 
+def _known_projects(config: BackendConfig, *ids: int) -> None:
+    """Projects activeseg runs (they have a state file); events of others are ignored."""
+    from activeseg.projectstate import ProjectDir
+
+    for project in ids:
+        with ProjectDir(config.model_dir, project).update():
+            pass
+
+
 def test_webhook_queues_one_coreset_check_per_project(config: BackendConfig) -> None:
     client = create_app(config).test_client()
+    unknown = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3}})
+    assert unknown.status_code == 200 and unknown.get_json()["reason"] == "unknown project"
+    _known_projects(config, 3, 4)
     r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
     assert r.status_code == 201
     job_id = r.get_json()["job"]
@@ -163,6 +175,7 @@ def test_webhook_queues_one_coreset_check_per_project(config: BackendConfig) -> 
 
 
 def test_webhook_secret(config: BackendConfig) -> None:
+    _known_projects(config, 3)
     client = create_app(replace(config, webhook_secret="hook-s3cret")).test_client()
     event = {"action": "ANNOTATION_CREATED", "project": {"id": 3}}
     assert client.post("/webhook", json=event).status_code == 403

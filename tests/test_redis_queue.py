@@ -14,6 +14,7 @@ import pytest
 
 from activeseg.jobs import DONE, JobStore, jobs_dir
 from activeseg.lsserver import free_port
+from activeseg.projectstate import ProjectDir
 from activeseg.worker import RQ_QUEUE
 from ml_backend.app import create_app
 from ml_backend.config import BackendConfig
@@ -63,6 +64,8 @@ def test_webhook_wakes_an_rq_worker(redis_url: str, tmp_path: Path, monkeypatch:
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    with ProjectDir(model_dir, 3).update():  # a project activeseg runs
+        pass
     config = BackendConfig.from_env()
     assert config.worker == "rq" and config.redis_url == redis_url
     client = create_app(config).test_client()
