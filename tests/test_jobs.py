@@ -138,3 +138,42 @@ def test_worker_marks_a_killed_child_failed(tmp_path: Path, monkeypatch: pytest.
     final = worker.store.get(job.id)
     assert final.status == FAILED and "signal 9" in (final.error or "")
     assert outcome and outcome[0].id == job.id
+
+
+def test_listing_ignores_temporary_and_broken_files(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job, _ = store.submit("pretrain", 1, "cli")
+    (tmp_path / f".{job.id}.abc.tmp.json").write_text("")  # an atomic write cut short
+    (tmp_path / "broken.json").write_text("{not json")
+    assert [j.id for j in store.list()] == [job.id]
+    assert store.claim() is not None
+
+
+def test_idle_checks_are_pruned_and_lost_jobs_can_be_failed(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    idle, _ = store.submit("coreset-check", 1, "watch")
+    store.claim()
+    store.finish(idle.id, result={"status": "waiting"})
+    trained, _ = store.submit("coreset-check", 2, "webhook")
+    store.claim()
+    store.finish(trained.id, result={"status": "fine-tuned"})
+    store.update(idle.id, finished_at=time.time() - 2 * 24 * 3600)
+    store.update(trained.id, finished_at=time.time() - 2 * 24 * 3600)
+    store.reap()
+    assert [j.id for j in store.list()] == [trained.id]  # the record of a fine-tune stays
+    remote, _ = store.submit("pretrain", 3, "cli")
+    store.claim()
+    store.update(remote.id, host="gpu-box-that-died")  # the reaper only judges its own host
+    assert store.reap() == [] and store.get(remote.id).status == RUNNING
+    failed = store.fail(remote.id, "lost")
+    assert failed.status == FAILED and store.rerun(remote.id).status == QUEUED
+    with pytest.raises(JobError, match="not running"):
+        store.fail(remote.id, "again")
+
+
+def test_a_reused_pid_does_not_keep_a_job_alive(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job, _ = store.submit("pretrain", 1, "cli")
+    store.claim(pid=os.getpid())
+    store.update(job.id, started_at=time.time() - 3 * 24 * 3600)  # "before a reboot": this pid is younger
+    assert [j.id for j in store.reap()] == [job.id]
