@@ -64,7 +64,7 @@ def main() -> None:
             "init (display PNGs, import)",
             lambda: (
                 init_project(
-                    client, dataset.parent, "timing", server.files_root, load_label_config()
+                    client, read_dataset(dataset.parent), "timing", server.files_root, load_label_config()
                 ).project_id
             ),
         )

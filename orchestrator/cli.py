@@ -60,32 +60,45 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from orchestrator.demo import run_demo
+    from orchestrator.demo import DemoSettings, format_scores, run_demo
 
-    result = run_demo(
+    settings = DemoSettings(
         images=args.images,
-        workspace=args.workspace,
+        test_images=args.test_images,
         title=args.title,
         label_config=args.label_config,
         port=args.port,
+        budget=args.budget,
+        strategy=args.strategy,
+        epochs=args.epochs,
+        iterations=args.iterations,
+        finetune_epochs=args.finetune_epochs,
+        finetune_iterations=args.finetune_iterations,
+        seed=args.seed,
+        keep=args.keep,
     )
-    print(
-        f"\nProject with {result.n_tasks} tasks ({result.n_new} new) is ready:\n"
-        f"  open     {result.url}/projects/{result.project_id}/data\n"
-        f"  login    {result.username}\n"
-        f"  password {result.password}\n"
-        f"Label Studio keeps running; stop it with: activeseg labelstudio stop"
-        + ("" if args.workspace == Path(".activeseg") else f" --workspace {args.workspace}")
-    )
+    result = run_demo(settings, args.workspace)
+    print("\n" + format_scores(result))
+    print(f"\nlearning curve: {result.curve}")
+    if args.keep:
+        where = "" if args.workspace == Path(".activeseg") else f" --workspace {args.workspace}"
+        print(
+            f"\nLabel Studio keeps running: {result.url}/projects/{result.project_id}/data\n"
+            f"  admin      {result.username} / {result.password}\n"
+            f"  annotator  {result.annotator[0]} / {result.annotator[1]}\n"
+            f"stop it (and the ML backend) with: activeseg labelstudio stop{where}"
+        )
     return 0
 
 
 def _cmd_labelstudio(args: argparse.Namespace) -> int:
-    from orchestrator.demo import server_for
+    from orchestrator.demo import server_for, stop_backend
 
     server = server_for(args.workspace.resolve())
     url = server.running_url()
     if args.action == "stop":
+        if stop_backend(args.workspace.resolve()):
+            print("stopped the demo's ML backend")
         if url is None:
             print(f"no Label Studio is running for workspace {args.workspace}")
             return 0
@@ -161,31 +174,13 @@ def _save_settings(ctx: ProjectContext, **values: object) -> None:
 
 
 def _foreground(ctx: ProjectContext, kind: str, params: dict | None = None) -> dict:
-    """Run a job in this process, through the queue, so that the project counts as busy."""
-    from activeseg.jobs import JobStore, jobs_dir
-    from orchestrator.jobrun import execute
+    from orchestrator.jobrun import run_here
 
-    store = JobStore(jobs_dir(ctx.model_dir))
-    try:
-        return execute(store.start_here(kind, ctx.project_id, "cli", params), store, ctx.model_dir).result
-    finally:
-        _wake_workers()  # jobs queued meanwhile (webhooks) waited for this project to be free
-
-
-def _wake_workers() -> None:
-    """With REDIS_URL, tell the RQ workers to look at the queue (a failure only warns)."""
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        return
-    from activeseg.worker import notify_rq
-
-    try:
-        notify_rq(url)
-    except Exception as exc:
-        print(f"activeseg: warning: could not reach Redis to wake the workers: {exc}", file=sys.stderr)
+    return run_here(ctx, kind, params)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    from activeseg.datasets import read_dataset
     from activeseg.labelconfig import load_label_config
     from activeseg.lsclient import LabelStudioClient
     from orchestrator.project_setup import init_project
@@ -201,7 +196,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
     result = init_project(
         LabelStudioClient(),
-        args.images,
+        read_dataset(args.images),
         args.title,
         Path(files_root),
         load_label_config(args.label_config),
@@ -345,8 +340,10 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         print(f"job {job.id} marked failed; re-run it with: activeseg jobs rerun {job.id}")
         return 0
     if args.action == "rerun":
+        from orchestrator.jobrun import wake_workers
+
         job = store.rerun(args.id)
-        _wake_workers()
+        wake_workers()
         print(f"queued {job.id} ({job.kind}, project {job.project}); a worker or the ML backend runs it")
         return 0
     store.reap()
@@ -388,19 +385,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="start a local Label Studio with a project of sample nuclei images",
+        help="the whole loop on real nuclei images, with a simulated annotator (about 15 min on 2 CPU cores)",
         description=(
-            "Start a local Label Studio (127.0.0.1), create a project from the label config and "
-            "import the images (8-bit display PNGs for people, originals for the models). "
-            "Re-running reuses the server and the project and adds only new images."
+            "Start a local Label Studio (127.0.0.1) and the ML backend, create a project from the images "
+            "(a seeded quarter held out for testing), pseudo-label, pretrain nnU-Net, rank; a simulated "
+            "annotator account then takes tasks from Label Studio's queue and submits the ground truth of "
+            "the core-set; the webhook makes the backend fine-tune; the demo prints mSA on the held-out "
+            "images (pseudo-labels, pretrained, fine-tuned) and writes a learning curve. No GPU, no network. "
+            "Re-running continues with the next round."
         ),
     )
     p.add_argument(
         "--images",
         type=Path,
         default=BUNDLED_SAMPLE,
-        help="dataset folder (images/, optional labels/ and manifest.csv); "
-        "default: the bundled 24-image DSB2018 sample",
+        help="dataset folder with images/ and labels/ (and optional manifest.csv), e.g. "
+        "../shared/data/dsb2018_stage1_train_fluo; default: the bundled 24-image DSB2018 sample",
+    )
+    p.add_argument(
+        "--test-images",
+        type=Path,
+        default=None,
+        help="held-out dataset folder with labels/ (default: a seeded quarter of --images)",
     )
     p.add_argument(
         "--workspace",
@@ -416,6 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Label Studio label config with one BrushLabels tag (default: label_config.xml)",
     )
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--budget", default="10%", help="core-set size (default: %(default)s of the tasks)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="hybrid", help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=4, help="pretraining epochs (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
+    p.add_argument("--finetune-epochs", type=int, default=2, help="default: %(default)s")
+    p.add_argument("--finetune-iterations", type=int, default=25, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="test split and ranking seed (default: %(default)s)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave Label Studio and the backend running to look at the project",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

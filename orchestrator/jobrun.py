@@ -10,9 +10,12 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from activeseg.jobs import WORKING, Job, JobStore, jobs_dir
+
+if TYPE_CHECKING:
+    from orchestrator.context import ProjectContext
 
 
 def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
@@ -61,6 +64,29 @@ def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
             "errors": [list(e) for e in ranked.errors],
         }  # fmt: skip
     raise ValueError(f"job {job.id}: unknown kind {job.kind!r}")
+
+
+def run_here(ctx: ProjectContext, kind: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a job in this process (CLI, demo) through the queue, so the project counts as busy;
+    refused with ``JobError`` while another job of the project runs. Returns its result."""
+    store = JobStore(jobs_dir(ctx.model_dir))
+    try:
+        return execute(store.start_here(kind, ctx.project_id, "cli", params), store, ctx.model_dir).result
+    finally:
+        wake_workers()  # jobs queued meanwhile (webhooks) waited for the project to be free
+
+
+def wake_workers() -> None:
+    """With REDIS_URL, tell the RQ workers to look at the queue (a failure only warns)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return
+    from activeseg.worker import notify_rq
+
+    try:
+        notify_rq(url)
+    except Exception as exc:
+        print(f"activeseg: warning: could not reach Redis to wake the workers: {exc}", file=sys.stderr)
 
 
 def execute(job: Job, store: JobStore, model_dir: Path) -> Job:

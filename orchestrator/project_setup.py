@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from tqdm import tqdm
 
-from activeseg.datasets import Sample, read_dataset
+from activeseg.datasets import Sample
 from activeseg.fsutil import atomic_path
 from activeseg.imageio import read_image, write_display_png
 from activeseg.labelconfig import BrushConfig
@@ -116,7 +116,7 @@ class InitResult:
 
 def init_project(
     client: LabelStudioClient,
-    images: Path,
+    samples: Sequence[Sample],
     title: str,
     files_root: Path,
     label_config: BrushConfig,
@@ -130,7 +130,6 @@ def init_project(
     queue order is set later by ``rank`` (Label Studio points the project's model version at a
     newly connected backend's title, and ``rank`` points it back at the round).
     """
-    samples = read_dataset(images)
     project_dir = files_root.resolve() / slug(title)
     staged = stage_images(samples, project_dir)  # every file read before Label Studio sees any
     project_id, created = client.get_or_create_project(title, label_config)

@@ -54,44 +54,56 @@ def test_bad_inputs_fail_in_one_line_before_starting_anything(
                      '<Label value="Cell"/></RectangleLabels></View>')  # fmt: skip
     assert "no <BrushLabels>" in _one_line_error(capsys, "demo", "--label-config", str(boxes), *ws)
 
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(sample_dir / "images", unlabelled / "images")
+    assert "needs labels/" in _one_line_error(capsys, "demo", "--images", str(unlabelled), *ws)
+
     bad = tmp_path / "bad"
     shutil.copytree(sample_dir / "images", bad / "images")
+    shutil.copytree(sample_dir / "labels", bad / "labels")
     victim = sorted((bad / "images").iterdir())[3]
     victim.write_bytes(b"\x89PNG garbage")
-    err = _one_line_error(capsys, "demo", "--images", str(bad), *ws)
+    err = _one_line_error(capsys, "demo", "--images", str(bad), "--test-images", str(sample_dir), *ws)
     assert victim.name in err and "not a readable PNG" in err
     assert not (tmp_path / "ws" / "labelstudio" / "labelstudio.pid").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.labelstudio
-def test_demo_end_to_end(tmp_path: Path, sample_dir: Path, ls_template: Path) -> None:
+def test_demo_runs_the_loop_end_to_end(tmp_path: Path, sample_dir: Path, ls_template: Path) -> None:
+    """The README's demo with tiny training budgets: Label Studio and the backend start, the
+    simulated annotator works the queue, the webhook fine-tunes, the table is printed."""
     workspace = tmp_path / "ws"
     prepare_from_template(workspace / "labelstudio", ls_template)  # skip the migrations
     port = str(free_port())
+    tiny = ["--epochs", "1", "--iterations", "4", "--finetune-epochs", "1", "--finetune-iterations", "4"]
     try:
-        out = run("demo", "--workspace", str(workspace), "--port", port)
-        assert out.returncode == 0, out.stderr
-        assert f"http://127.0.0.1:{port}/projects/" in out.stdout and "24 tasks (24 new)" in out.stdout
-        assert "password" in out.stdout
-
-        again = run("demo", "--workspace", str(workspace), "--port", port)
-        assert again.returncode == 0 and "24 tasks (0 new)" in again.stdout
-        assert "already running" in again.stdout
+        out = run("demo", "--workspace", str(workspace), "--port", port, "--keep", *tiny)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "18 tasks (18 new), 6 images held out" in out.stdout
+        for arm in ("pseudo-labels (classical)", "nnunet-r0", "nnunet-r1"):
+            assert f"| {arm} | " in out.stdout
+        assert (workspace / "learning_curve.png").stat().st_size > 0
+        assert (
+            "annotator@activeseg.local" in out.stdout and f"http://127.0.0.1:{port}/projects/" in out.stdout
+        )
 
         server = server_for(workspace)
         client = LabelStudioClient(server.running_url(), server.login.token)
         (project,) = [p for p in client.sdk.projects.list() if p.title == "activeseg demo"]
         tasks = client.tasks(project.id)
-        assert {t["data"]["name"] for t in tasks} == {p.stem for p in (sample_dir / "images").iterdir()}
-        assert all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks)
-        assert all(t["data"]["raw"].endswith(".png") for t in tasks)
-
+        held_out = {p.stem for p in (sample_dir / "images").iterdir()} - {t["data"]["name"] for t in tasks}
+        assert len(tasks) == 18 and len(held_out) == 6
+        annotated = [t for t in tasks if t["annotations"]]
+        assert len(annotated) == 2 and all(
+            a["completed_by"] != 1 for t in annotated for a in t["annotations"]
+        )
+        assert client.project(project.id)["model_version"] == "round-2"
         status = run("labelstudio", "status", "--workspace", str(workspace))
         assert status.returncode == 0 and port in status.stdout
     finally:
         stop = run("labelstudio", "stop", "--workspace", str(workspace))
-    assert stop.returncode == 0 and "stopped" in stop.stdout
+    assert stop.returncode == 0 and "stopped the demo's ML backend" in stop.stdout
     assert run("labelstudio", "status", "--workspace", str(workspace)).returncode == 3
 
 

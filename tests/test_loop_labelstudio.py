@@ -98,7 +98,7 @@ def test_full_loop(
         # 1. init: project, tasks, ML backend, webhook with our secret header
         init = init_project(
             ls_client,
-            dataset,
+            read_dataset(dataset),
             "loop e2e",
             label_studio.files_root,
             CONFIG,
@@ -111,7 +111,7 @@ def test_full_loop(
         assert [(h.url, h.headers) for h in hooks] == [(f"{backend.url}/webhook", {SECRET_HEADER: SECRET})]
         again = init_project(
             ls_client,
-            dataset,
+            read_dataset(dataset),
             "loop e2e",
             label_studio.files_root,
             CONFIG,
@@ -270,7 +270,7 @@ def test_rank_survives_label_studio_stopping(
     try:
         client = LabelStudioClient(server.url, server.login.token)
         dataset = small_dataset(sample_dir, tmp_path / "dataset", n=8)
-        pid = init_project(client, dataset, "cold", server.files_root, CONFIG).project_id
+        pid = init_project(client, read_dataset(dataset), "cold", server.files_root, CONFIG).project_id
         config = BackendConfig(
             label_studio_url=server.url,
             api_key=server.login.token,
