@@ -424,9 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
     p.add_argument("--budget", default="10%", help="core-set size (default: %(default)s of the tasks)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="hybrid", help="default: %(default)s")
-    p.add_argument("--epochs", type=int, default=4, help="pretraining epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=8, help="pretraining epochs (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
-    p.add_argument("--finetune-epochs", type=int, default=2, help="default: %(default)s")
+    p.add_argument("--finetune-epochs", type=int, default=4, help="default: %(default)s")
     p.add_argument("--finetune-iterations", type=int, default=25, help="default: %(default)s")
     p.add_argument("--seed", type=int, default=0, help="test split and ranking seed (default: %(default)s)")
     p.add_argument(

@@ -23,6 +23,7 @@ def plot_learning_curve(
     metric: str = "mSA",
     title: str = "activeseg learning curve",
     reference: float | None = None,
+    reference_label: str = "reference",
 ) -> Path:
     """Write a PNG of ``points`` (sorted by annotation count) to ``out`` and return ``out``.
 
@@ -32,22 +33,34 @@ def plot_learning_curve(
     """
     if len(points) < 2:
         raise ValueError(f"a learning curve needs at least two rounds of results, got {len(points)}")
-    from matplotlib.figure import Figure  # imported here: matplotlib is slow to import
+    import matplotlib  # imported here: matplotlib is slow to import
+    from matplotlib.figure import Figure
 
+    # matplotlib's own defaults, whatever a library changed globally (nnU-Net sets seaborn's
+    # font_scale=2.5 when it is imported, which made this plot unreadable)
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        return _plot(points, Path(out), metric, title, (reference, reference_label), Figure)
+
+
+def _plot(points: Sequence[CurvePoint], out: Path, metric: str, title: str,
+          reference: tuple[float | None, str], figure: type) -> Path:  # fmt: skip
     ordered = sorted(points, key=lambda p: p.n_annotated)
-    fig = Figure(figsize=(6, 4), dpi=100, layout="constrained")
+    fig = figure(figsize=(6, 4), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.plot([p.n_annotated for p in ordered], [p.value for p in ordered], marker="o", label=metric)
     for p in ordered:
         ax.annotate(p.label, (p.n_annotated, p.value), textcoords="offset points", xytext=(4, 6), fontsize=8)
-    if reference is not None:
-        ax.axhline(reference, linestyle="--", color="grey", label=f"reference ({reference:.3g})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    value, label = reference
+    if value is not None:
+        ax.axhline(value, linestyle="--", color="grey", label=f"{label} ({value:.3g})")
     ax.set_xlabel("human-annotated images")
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    out = Path(out)
+    ax.legend(loc="best")
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return out
