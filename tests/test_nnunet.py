@@ -86,7 +86,9 @@ def test_export_errors(tmp_path: Path, sample_dir: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.slow
-def test_plan_train_predict_finetune(tmp_path: Path, sample_dir: Path) -> None:
+def test_plan_train_predict_finetune(
+    tmp_path: Path, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """12 DSB training images, 2 epochs x 10 iterations, 4 held-out predictions, 1 fine-tune epoch."""
     from activeseg.nnunet.engine import (
         EpochProgress,
@@ -122,6 +124,10 @@ def test_plan_train_predict_finetune(tmp_path: Path, sample_dir: Path) -> None:
     assert not (info.checkpoint(ws).parent / "checkpoint_best.pth").exists()
 
     predictor = Predictor(ws, "pretrain-1")
+    # nnU-Net's printing (plans, epochs) went to the workspace log, not to the user's terminal
+    printed = capsys.readouterr().out
+    assert "plan.json" not in printed and "Epoch" not in printed
+    assert "These are the global plan.json settings" in ws.log_file.read_text()
     held_out = load_cases(sample_dir, 4, offset=12)
     for case in held_out:
         pred = predictor.predict(model_channels(case.image))

@@ -8,9 +8,11 @@ entry points free of work at import time (ours are).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -143,8 +145,9 @@ def _trainer(ws: Workspace, fold: str, device: Any, resume: bool, budget: TrainB
     return trainer
 
 
-def _watch_epochs(trainer: Any, on_epoch: Callable[[EpochProgress], None] | None) -> None:
-    """Report each finished epoch: wraps this trainer instance's own ``on_epoch_end``."""
+def _watch_epochs(trainer: Any, on_epoch: Callable[[EpochProgress], None] | None, console: Any) -> None:
+    """Report each finished epoch: wraps this trainer instance's own ``on_epoch_end``. The report
+    prints to ``console`` (the terminal), not to the nnU-Net log the workspace redirects to."""
     original = trainer.on_epoch_end
 
     def on_epoch_end() -> None:
@@ -156,12 +159,14 @@ def _watch_epochs(trainer: Any, on_epoch: Callable[[EpochProgress], None] | None
             log.get_value("epoch_start_timestamps", step=-1),
             log.get_value("epoch_end_timestamps", step=-1),
         )
-        on_epoch(EpochProgress(
+        progress = EpochProgress(
             epoch=trainer.current_epoch, epochs=trainer.num_epochs,
             train_loss=float(log.get_value("train_losses", step=-1)),
             pseudo_dice=[float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
             seconds=float(ended - started),
-        ))  # fmt: skip
+        )  # fmt: skip
+        with contextlib.redirect_stdout(console):
+            on_epoch(progress)
 
     trainer.on_epoch_end = on_epoch_end
 
@@ -197,6 +202,7 @@ def train(
     started = time.time()
     results = target / "results"
     latest = model_folder(ws, version) / f"fold_{fold}" / "checkpoint_latest.pth"
+    console = sys.stdout
     with ws.env(results=results, workers=workers):
         resume = latest.is_file()
         trainer = _trainer(ws, fold, dev, resume, budget)
@@ -206,7 +212,7 @@ def train(
         elif parent_info is not None:
             ckpt = torch.load(parent_info.checkpoint(ws), map_location=dev, weights_only=False)
             trainer.network.load_state_dict(ckpt["network_weights"])
-        _watch_epochs(trainer, on_epoch)
+        _watch_epochs(trainer, on_epoch, console)
         effective_batch = int(trainer.configuration_manager.batch_size)
         trainer.run_training()
         log = trainer.logger
@@ -250,24 +256,30 @@ class Predictor:
     MIN_AREA = 16
 
     def __init__(self, ws: Workspace, version: str, device: str = "cpu", min_area: int = MIN_AREA) -> None:
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
         info = next((m for m in list_models(ws) if m.version == version), None)
         if info is None:
             raise WorkspaceError(f"model {version} not found in {ws.models}")
         self.info = info
         self.min_area = min_area
         dev = _device(device)
-        self._predictor = nnUNetPredictor(
+        with ws.env():  # nnU-Net prints while it builds the predictor
+            self._predictor = self._build(ws, version, info, dev)
+        self._pooled: list[np.ndarray] = []
+        self._predictor.network.encoder.register_forward_hook(self._keep_bottleneck)
+
+    @staticmethod
+    def _build(ws: Workspace, version: str, info: ModelInfo, dev: Any) -> Any:
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        predictor = nnUNetPredictor(
             tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=dev,
             perform_everything_on_device=dev.type == "cuda", verbose=False, verbose_preprocessing=False,
             allow_tqdm=False,
         )  # fmt: skip
-        self._predictor.initialize_from_trained_model_folder(
+        predictor.initialize_from_trained_model_folder(
             str(model_folder(ws, version)), use_folds=(info.fold,), checkpoint_name="checkpoint_final.pth"
         )
-        self._pooled: list[np.ndarray] = []
-        self._predictor.network.encoder.register_forward_hook(self._keep_bottleneck)
+        return predictor
 
     def _keep_bottleneck(self, module: Any, inputs: Any, output: Any) -> None:
         deepest = output[-1] if isinstance(output, (list, tuple)) else output

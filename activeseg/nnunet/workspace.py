@@ -73,10 +73,16 @@ class Workspace:
     def models(self) -> Path:
         return self.root / "models"
 
+    @property
+    def log_file(self) -> Path:
+        """Where nnU-Net's own printing goes (plans, per-epoch lines): out of the user's terminal."""
+        return self.root / "nnunet.log"
+
     @contextlib.contextmanager
     def env(self, results: Path | None = None, workers: int | None = None) -> Iterator[None]:
         """nnU-Net's variables pointing into this workspace (``results``: one model's folder;
-        ``workers``: data-augmentation processes), restored afterwards."""
+        ``workers``: data-augmentation processes), restored afterwards; nnU-Net's printed output
+        goes to :attr:`log_file` meanwhile (its progress bars, on stderr, stay visible)."""
         values = {
             "nnUNet_raw": str(self.raw),
             "nnUNet_preprocessed": str(self.preprocessed),
@@ -87,7 +93,8 @@ class Workspace:
         saved = {k: os.environ.get(k) for k in ENV_VARS}
         os.environ.update(values)
         try:
-            yield
+            with open(self.log_file, "a") as log, contextlib.redirect_stdout(log):
+                yield
         finally:
             for k, v in saved.items():
                 if v is None:
