@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
@@ -60,6 +61,19 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory, ls_template: Path) ->
 @pytest.fixture(scope="session")
 def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
     return LabelStudioClient(label_studio.url, label_studio.login.token)
+
+
+def retrieve_predictions(server: LabelStudioServer, project_id: int) -> dict:
+    """Label Studio's "Retrieve Predictions" action on every task: it calls the connected backend."""
+    r = requests.post(
+        f"{server.url}/api/dm/actions",
+        params={"id": "retrieve_tasks_predictions", "project": project_id},
+        json={"selectedItems": {"all": True, "excluded": []}},
+        headers={"Authorization": f"Token {server.login.token}"},
+        timeout=300,
+    )
+    r.raise_for_status()
+    return r.json()
 
 
 class ThreadedServer:

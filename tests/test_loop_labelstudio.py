@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ThreadedServer
+from conftest import ThreadedServer, retrieve_predictions
 
 from activeseg.brush import labels_to_results
 from activeseg.datasets import read_dataset
@@ -201,14 +201,7 @@ def test_full_loop(
         assert state.rounds[0].coreset_msa is not None and state.rounds[0].n_annotated == 2
 
         # 7. the backend now serves the fine-tuned model for the other tasks
-        r = requests.post(
-            f"{label_studio.url}/api/dm/actions",
-            params={"id": "retrieve_tasks_predictions", "project": pid},
-            json={"selectedItems": {"all": True, "excluded": []}},
-            headers={"Authorization": f"Token {label_studio.login.token}"},
-            timeout=600,
-        )
-        r.raise_for_status()
+        retrieve_predictions(label_studio, pid)
         tasks = {int(t["id"]): t for t in ls_client.tasks(pid)}
         for task_id in rnd.order[2:]:
             served = [p for p in tasks[task_id]["predictions"] if p["model_version"] == "nnunet-r1"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ThreadedServer
+from conftest import ThreadedServer, retrieve_predictions
 
 from activeseg.brush import results_to_labels
 from activeseg.datasets import read_dataset
@@ -35,18 +35,6 @@ def make_project(server: LabelStudioServer, client: LabelStudioClient, sample_di
     client.ensure_local_storage(project_id, str(project_dir))
     report = import_images(client, project_id, CONFIG, staged, server.files_root)
     return project_id, project_dir, staged, report.task_ids
-
-
-def retrieve_predictions(server: LabelStudioServer, project_id: int) -> dict:
-    r = requests.post(
-        f"{server.url}/api/dm/actions",
-        params={"id": "retrieve_tasks_predictions", "project": project_id},
-        json={"selectedItems": {"all": True, "excluded": []}},
-        headers={"Authorization": f"Token {server.login.token}"},
-        timeout=300,
-    )
-    r.raise_for_status()
-    return r.json()
 
 
 @pytest.mark.parametrize("basic_auth", [None, ("ls-backend", "pw-123456")], ids=["open", "basic-auth"])
