@@ -73,3 +73,29 @@ def read_dataset(root: str | os.PathLike[str]) -> list[Sample]:
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{root}: image ids are not unique")
     return samples
+
+
+#: the DSB2018 stage-1 test folder lists, in this file, its images that show the same field of view
+#: as a training image; a study that trains on the training set must not test on them
+OVERLAP_FILE = "overlap_with_dsb2018_stage1_train.csv"
+
+
+def held_out(root: str | os.PathLike[str], group: str | None = "fluorescence") -> list[Sample]:
+    """A test folder's samples of one manifest ``group`` (None: all), less those its overlap file
+    lists. Folders without a ``group`` column or an overlap file are taken whole."""
+    root = Path(root)
+    samples = read_dataset(root)
+    manifest = root / "manifest.csv"
+    if group is not None and manifest.is_file():
+        with manifest.open(newline="") as f:
+            groups = {row["id"]: row.get("group") for row in csv.DictReader(f)}
+        if any(g is not None for g in groups.values()):
+            samples = [s for s in samples if groups.get(s.id) == group]
+    overlap = root / OVERLAP_FILE
+    if overlap.is_file():
+        with overlap.open(newline="") as f:
+            excluded = {row["id"] for row in csv.DictReader(f)}
+        samples = [s for s in samples if s.id not in excluded]
+    if not samples:
+        raise DatasetError(f"{root}: no {group or ''} images left after removing the overlapping ones")
+    return samples

@@ -12,11 +12,10 @@ every finished model; a budget already trained is only evaluated again.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
-from activeseg.datasets import read_dataset
+from activeseg.datasets import held_out, read_dataset
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import Case, export_dataset
@@ -24,12 +23,6 @@ from activeseg.nnunet.engine import Predictor, TrainBudget, list_models, plan_an
 from activeseg.nnunet.workspace import Workspace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def test_set(root: Path) -> list:
-    overlap = {r["id"] for r in csv.DictReader((root / "overlap_with_dsb2018_stage1_train.csv").open())}
-    groups = {r["id"]: r["group"] for r in csv.DictReader((root / "manifest.csv").open())}
-    return [s for s in read_dataset(root) if groups[s.id] == "fluorescence" and s.id not in overlap]
 
 
 def main() -> None:
@@ -54,7 +47,7 @@ def main() -> None:
         took = time.perf_counter() - t
         print(f"exported, planned and preprocessed {len(train_samples)} images in {took:.0f} s")
     tests = [
-        (read_image(s.image), read_label_image(s.label)) for s in test_set(args.data / "dsb2018_stage1_test")
+        (read_image(s.image), read_label_image(s.label)) for s in held_out(args.data / "dsb2018_stage1_test")
     ]
 
     rows = []

@@ -16,7 +16,6 @@ Then two speed checks:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import subprocess
@@ -32,11 +31,9 @@ ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1
 
 def test_images(root: Path, limit: int | None) -> list[Any]:
     """The fluorescence test images less the ones that are also DSB training fields."""
-    from activeseg.datasets import read_dataset
+    from activeseg.datasets import held_out
 
-    overlap = {r["id"] for r in csv.DictReader((root / "overlap_with_dsb2018_stage1_train.csv").open())}
-    groups = {r["id"]: r["group"] for r in csv.DictReader((root / "manifest.csv").open())}
-    samples = [s for s in read_dataset(root) if groups[s.id] == "fluorescence" and s.id not in overlap]
+    samples = held_out(root)
     return samples[:limit] if limit else samples
 
 

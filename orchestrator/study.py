@@ -1,0 +1,365 @@
+"""``activeseg study``: how close a small corrected core-set gets to full supervision.
+
+Every arm trains the same nnU-Net (stock plans, made on the pool's pseudo-labels) with the same
+budget and is scored on the same held-out images:
+
+| arm | trained on |
+|---|---|
+| pseudo-labels | nothing: the pseudo-labeller's own masks |
+| pseudo model | P iterations on the pool's pseudo-labels (the loop's ``pretrain``), shared by all seeds |
+| pseudo only | the pseudo model + F more iterations on the pool's pseudo-labels |
+| random, instance-random, ours | the pseudo model + F iterations on k images corrected to ground truth |
+| full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
+| full, from scratch | P + F iterations on every pool image's ground truth |
+
+The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
+careful person submits. "ours" ranks the pool as ``activeseg rank`` does after pretraining (the
+pseudo model's foreground entropy and bottleneck features, the default strategy); fine-tuning uses
+the loop's own defaults (annotated images only, learning rate 1e-3). A seed sets the selection and
+torch's generator; nnU-Net's augmentation workers draw their own randomness, so seeds also show
+the run-to-run spread of training.
+
+Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash during training
+resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
+budgets and seeds can be added later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from activeseg.datasets import Sample, held_out, read_dataset
+from activeseg.fsutil import atomic_write_text
+from activeseg.imageio import model_channels, read_image, read_label_image
+from activeseg.metrics import score_dataset
+from activeseg.nnunet.dataset import Case, export_dataset
+from activeseg.nnunet.engine import TrainBudget, list_models, plan_and_preprocess, preprocess, train
+from activeseg.nnunet.workspace import Workspace
+from activeseg.scores import foreground_entropy
+from orchestrator.context import LoopError
+from orchestrator.strategies import DEFAULT_STRATEGY, Candidates, budget_to_k, rank
+
+PSEUDO_LABELS = "pseudo-labels"
+PSEUDO_MODEL = "pseudo model"
+PSEUDO_ONLY = "pseudo only"
+SELECTION_ARMS = ("ours", "random", "instance-random")
+FULL_FROM_PSEUDO = "full, from pseudo model"
+FULL_FROM_SCRATCH = "full, from scratch"
+PRETRAINED = "pseudo-r0"
+POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    train: Path  # images + labels/ (the pool is drawn from here)
+    test: Path  # held-out images + labels/ (e.g. DSB2018 stage-1 test)
+    pool_size: int | None = 100  # None: every training image
+    test_size: int | None = None  # None: every held-out image
+    budgets: tuple[str, ...] = ("2%", "5%", "10%")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    strategy: str = DEFAULT_STRATEGY
+    pretrain_iterations: int = 150
+    finetune_iterations: int = 50
+    iterations_per_epoch: int = 50
+    pretrain_lr: float = 1e-2
+    finetune_lr: float = 1e-3
+    device: str = "cpu"
+    workers: int = 2  # nnU-Net's augmentation processes (0: in the training process)
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain_iterations", "finetune_iterations"):
+            value = getattr(self, name)
+            if value < 1 or value % min(value, self.iterations_per_epoch):
+                flag = "--" + name.replace("_", "-")
+                raise LoopError(
+                    f"{flag} must be a positive multiple of --iterations-per-epoch "
+                    f"({self.iterations_per_epoch}), got {value}"
+                )
+        if not self.seeds:
+            raise LoopError("the study needs at least one seed")
+        for budget in self.budgets:
+            try:
+                budget_to_k(budget, 100)
+            except ValueError as exc:
+                raise LoopError(str(exc)) from None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What cached runs depend on; budgets, seeds, device and workers may change between calls."""
+        keep = ("pool_size", "test_size", "strategy", "pretrain_iterations", "finetune_iterations",
+                "iterations_per_epoch", "pretrain_lr", "finetune_lr")  # fmt: skip
+        return {"train": str(self.train.resolve()), "test": str(self.test.resolve())} | {
+            k: getattr(self, k) for k in keep
+        }
+
+    def budget(self, iterations: int, lr: float) -> TrainBudget:
+        per_epoch = min(iterations, self.iterations_per_epoch)
+        if iterations % per_epoch:  # e.g. from scratch: pretrain + fine-tune iterations
+            per_epoch = math.gcd(iterations, per_epoch)
+        return TrainBudget(epochs=iterations // per_epoch, iterations_per_epoch=per_epoch, initial_lr=lr)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the study: an arm, how many pool images it saw with ground truth, a seed."""
+
+    arm: str
+    k: int
+    seed: int | None  # None: seed-independent references (pseudo-labels, pseudo model)
+
+    @property
+    def key(self) -> str:
+        seed = "" if self.seed is None else f"_s{self.seed}"
+        return re.sub(r"[^a-z0-9]+", "-", self.arm.lower()).strip("-") + f"_k{self.k}{seed}"
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    pixels: np.ndarray
+    truth: np.ndarray
+
+
+def _load(samples: Sequence[Sample], what: str) -> list[Image]:
+    missing = [s.id for s in samples if s.label is None]
+    if missing:
+        raise LoopError(f"{what} image {missing[0]} has no label image: the study needs ground truth for all")
+    return [
+        Image(s.id, read_image(s.image), read_label_image(s.label))  # type: ignore[arg-type]
+        for s in tqdm(samples, desc=f"reading {what} images", unit="image")
+    ]
+
+
+class Study:
+    """The study in ``out``: plans its runs, runs the missing ones, returns every record."""
+
+    def __init__(self, config: StudyConfig, out: Path, keep_models: bool = False, report: Report = print):
+        self.config, self.out, self.keep_models, self.report = config, Path(out), keep_models, report
+        self.runs_dir = self.out / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._check_settings()
+        self.ws = Workspace.open(self.out / "nnunet", create=True)
+        self._pool: list[Image] | None = None
+        self._test: list[Image] | None = None
+        self._pseudo: dict[str, np.ndarray] | None = None
+
+    def _check_settings(self) -> None:
+        path = self.out / "study.json"
+        mine = self.config.fingerprint()
+        if path.is_file():
+            theirs = json.loads(path.read_text())
+            changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+            if changed:
+                raise LoopError(f"{self.out} holds a study with other settings ({', '.join(changed)}); "
+                                "use another --out or the same settings")  # fmt: skip
+        else:
+            atomic_write_text(path, json.dumps(mine, indent=1))
+
+    # -- data ---------------------------------------------------------------------------------
+    @property
+    def pool(self) -> list[Image]:
+        if self._pool is None:
+            samples = read_dataset(self.config.train)
+            size = self.config.pool_size
+            if size is not None and size < len(samples):
+                picked = np.sort(np.random.default_rng(POOL_SEED).choice(len(samples), size, replace=False))
+                samples = [samples[i] for i in picked]
+            self._pool = _load(samples, "pool")
+        return self._pool
+
+    @property
+    def test(self) -> list[Image]:
+        if self._test is None:
+            self._test = _load(held_out(self.config.test)[: self.config.test_size], "test")
+        return self._test
+
+    @property
+    def pseudo(self) -> dict[str, np.ndarray]:
+        """The pool's pseudo-labels (classical: deterministic and fast, so not cached on disk)."""
+        if self._pseudo is None:
+            from ml_backend.pseudolabelers import build_pseudolabeler
+
+            labeler = build_pseudolabeler("classical")
+            self._pseudo = {
+                im.id: labeler.segment(im.pixels).labels
+                for im in tqdm(self.pool, desc="pseudo-labelling the pool", unit="image")
+            }
+        return self._pseudo
+
+    def cases(self, corrected: Sequence[str] | None) -> list[Case]:
+        """Training cases: ground truth for the ``corrected`` pool images (None: all of them)."""
+        if corrected is None:
+            return [Case(im.id, im.pixels, im.truth, "human") for im in self.pool]
+        wanted = set(corrected)
+        return [Case(im.id, im.pixels, im.truth, "human") for im in self.pool if im.id in wanted]
+
+    def pseudo_cases(self) -> list[Case]:
+        return [Case(im.id, im.pixels, self.pseudo[im.id], "pseudo") for im in self.pool]
+
+    # -- plan ---------------------------------------------------------------------------------
+    def ks(self) -> list[int]:
+        return sorted({budget_to_k(b, len(self.pool)) for b in self.config.budgets})
+
+    def plan(self) -> list[Run]:
+        n = len(self.pool)
+        runs = [Run(PSEUDO_LABELS, 0, None), Run(PSEUDO_MODEL, 0, None)]
+        for seed in self.config.seeds:
+            runs.append(Run(PSEUDO_ONLY, 0, seed))
+            runs += [Run(arm, k, seed) for k in self.ks() for arm in SELECTION_ARMS]
+            runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
+        return runs
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every finished run's record in this folder (also from earlier calls)."""
+        return [json.loads(p.read_text()) for p in sorted(self.runs_dir.glob("*.json"))]
+
+    def run(self) -> list[dict[str, Any]]:
+        plan = self.plan()
+        todo = [r for r in plan if not (self.runs_dir / f"{r.key}.json").is_file()]
+        self.report(
+            f"study: {len(plan)} runs, {len(plan) - len(todo)} already done; pool of {len(self.pool)} "
+            f"images, {len(self.test)} test images, device {self.config.device}"
+        )
+        for i, r in enumerate(todo, 1):
+            self.report(
+                f"[{i}/{len(todo)}] {r.arm}, k={r.k}" + ("" if r.seed is None else f", seed {r.seed}")
+            )
+            started = time.time()
+            record = self._execute(r)
+            seconds = round(time.time() - started, 1)
+            record.update(arm=r.arm, k=r.k, seed=r.seed, pool=len(self.pool), seconds=seconds,
+                          device=self.config.device)  # fmt: skip
+            atomic_write_text(self.runs_dir / f"{r.key}.json", json.dumps(record, indent=1))
+            self.report(f"    mSA {record['mSA']:.3f}  AP50 {record['AP50']:.3f}  F1 {record['F1']:.3f}")
+        return self.records()
+
+    # -- one run ------------------------------------------------------------------------------
+    def _execute(self, r: Run) -> dict[str, Any]:
+        cfg = self.config
+        if r.arm == PSEUDO_LABELS:
+            from ml_backend.pseudolabelers import build_pseudolabeler
+
+            labeler = build_pseudolabeler("classical")
+            return self._score([labeler.segment(im.pixels).labels for im in self.test])
+        self._pretrain()
+        if r.arm == PSEUDO_MODEL:
+            return self._score_model(PRETRAINED)
+        version, picked = r.key, None
+        if r.arm == PSEUDO_ONLY:
+            cases = self.pseudo_cases()
+        elif r.arm in SELECTION_ARMS:
+            picked = self.select(r.arm, r.k, r.seed or 0)
+            cases = self.cases(picked)
+        elif r.arm in (FULL_FROM_PSEUDO, FULL_FROM_SCRATCH):
+            cases = self.cases(None)
+        else:
+            raise ValueError(f"unknown arm {r.arm!r}")
+        if r.arm == FULL_FROM_SCRATCH:
+            budget = cfg.budget(cfg.pretrain_iterations + cfg.finetune_iterations, cfg.pretrain_lr)
+            parent = None
+        else:
+            budget, parent = cfg.budget(cfg.finetune_iterations, cfg.finetune_lr), PRETRAINED
+        self._train(version, cases, budget, parent, r.seed or 0)
+        record = self._score_model(version)
+        if not self.keep_models:
+            shutil.rmtree(self.ws.models / version)
+        return dict(record, picked=picked, iterations=budget.iterations)
+
+    def _train(
+        self, version: str, cases: list[Case], budget: TrainBudget, parent: str | None, seed: int
+    ) -> None:
+        if any(m.version == version for m in list_models(self.ws)):
+            return  # trained before a crash that came before scoring
+        import torch
+
+        export_dataset(self.ws, cases)
+        if (self.ws.preprocessed_dir / "nnUNetPlans.json").is_file():
+            preprocess(self.ws)
+        else:
+            plan_and_preprocess(self.ws)
+        torch.manual_seed(seed)
+        sources = {
+            "human": sum(c.source == "human" for c in cases),
+            "pseudo": sum(c.source == "pseudo" for c in cases),
+        }
+        train(self.ws, version, budget, sources, parent=parent, device=self.config.device,
+              workers=self.config.workers)  # fmt: skip
+
+    def _pretrain(self) -> None:
+        """The shared pseudo model; nnU-Net plans itself on the pseudo-labels, as in the loop."""
+        cfg = self.config
+        budget = cfg.budget(cfg.pretrain_iterations, cfg.pretrain_lr)
+        self._train(PRETRAINED, self.pseudo_cases(), budget, None, POOL_SEED)
+
+    def _predictor(self, version: str) -> Any:
+        from activeseg.nnunet.engine import Predictor
+
+        return Predictor(self.ws, version, device=self.config.device)
+
+    def _score_model(self, version: str) -> dict[str, Any]:
+        predictor = self._predictor(version)
+        preds = [
+            predictor.predict(model_channels(im.pixels)).labels
+            for im in tqdm(self.test, desc="testing", unit="image")
+        ]
+        return self._score(preds)
+
+    def _score(self, predictions: Sequence[np.ndarray]) -> dict[str, Any]:
+        scores = score_dataset(zip([im.truth for im in self.test], predictions, strict=True))
+        return dict(scores.as_row())
+
+    # -- selection ----------------------------------------------------------------------------
+    def pool_scores(self) -> dict[str, np.ndarray]:
+        """What the pseudo model says about each pool image (cached: one prediction per image)."""
+        path = self.out / "pool_scores.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        self._pretrain()
+        predictor = self._predictor(PRETRAINED)
+        rows = []
+        for im in tqdm(self.pool, desc="scoring the pool", unit="image"):
+            pred = predictor.predict(model_channels(im.pixels))
+            rows.append(
+                (foreground_entropy(pred.entropy, pred.classes), int(pred.labels.max()), pred.features)
+            )
+        scores = {
+            "ids": np.array([im.id for im in self.pool]),
+            "uncertainty": np.array([r[0] for r in rows], dtype=np.float64),
+            "instances": np.array([r[1] for r in rows], dtype=np.int64),
+            "features": np.stack([r[2] for r in rows]).astype(np.float32),
+        }
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, **scores)
+        tmp.replace(path)
+        return scores
+
+    def select(self, arm: str, k: int, seed: int) -> list[str]:
+        """The k pool images an arm sends for correction."""
+        scores = self.pool_scores()
+        features = scores["features"]
+        candidates = Candidates(
+            task_ids=np.arange(len(features), dtype=np.int64), uncertainty=scores["uncertainty"],
+            features=features, instances=scores["instances"],
+            labelled_features=np.zeros((0, features.shape[1]), np.float32),
+        )  # fmt: skip
+        strategy = self.config.strategy if arm == "ours" else arm
+        order = rank(candidates, k, strategy=strategy, seed=seed).order[:k]
+        return [str(scores["ids"][i]) for i in order]
+
+
+def config_dict(config: StudyConfig) -> dict[str, Any]:
+    """The settings as plain JSON values, for the report."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}

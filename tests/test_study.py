@@ -1,0 +1,159 @@
+"""The label-efficiency study: its settings, plan, selection, report, and a tiny real run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activeseg.datasets import held_out
+from orchestrator.context import LoopError
+from orchestrator.study import (
+    FULL_FROM_PSEUDO,
+    FULL_FROM_SCRATCH,
+    PSEUDO_LABELS,
+    PSEUDO_MODEL,
+    PSEUDO_ONLY,
+    Run,
+    Study,
+    StudyConfig,
+)
+from orchestrator.study_report import headline, markdown_table, summarise, write_report
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TRAIN, TEST = SHARED / "dsb2018_stage1_train_fluo", SHARED / "dsb2018_stage1_test"
+needs_data = pytest.mark.skipif(not TRAIN.is_dir(), reason="needs ../shared/data (DSB2018)")
+
+
+def config(**kw: object) -> StudyConfig:
+    return StudyConfig(**{"train": TRAIN, "test": TEST, **kw})  # type: ignore[arg-type]
+
+
+def test_settings_are_checked_before_any_work() -> None:
+    with pytest.raises(LoopError, match="--finetune-iterations must be a positive multiple"):
+        config(pretrain_iterations=100, finetune_iterations=30, iterations_per_epoch=20)
+    with pytest.raises(LoopError, match="invalid budget"):
+        config(budgets=("5 percent",))
+    with pytest.raises(LoopError, match="at least one seed"):
+        config(seeds=())
+    assert config(pretrain_iterations=150, iterations_per_epoch=50).budget(150, 1e-2).epochs == 3
+    assert config(finetune_iterations=20, iterations_per_epoch=50).budget(20, 1e-3).iterations == 20
+    assert config(iterations_per_epoch=50).budget(150 + 20, 1e-2).iterations == 170
+
+
+def test_run_keys_are_file_names() -> None:
+    assert Run(FULL_FROM_PSEUDO, 100, 2).key == "full-from-pseudo-model_k100_s2"
+    assert Run(PSEUDO_LABELS, 0, None).key == "pseudo-labels_k0"
+
+
+@needs_data
+def test_test_set_is_fluorescence_without_training_duplicates() -> None:
+    ids = {s.id for s in held_out(TEST)}
+    overlap = {r["id"] for r in csv.DictReader((TEST / "overlap_with_dsb2018_stage1_train.csv").open())}
+    assert len(ids) == 49 and not ids & overlap
+
+
+@needs_data
+def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
+    study = Study(config(pool_size=10, budgets=("10%", "20%"), seeds=(0, 1)), tmp_path)
+    plan = study.plan()
+    assert study.ks() == [1, 2]
+    assert plan[:2] == [Run(PSEUDO_LABELS, 0, None), Run(PSEUDO_MODEL, 0, None)]
+    per_seed = [r for r in plan if r.seed == 1]
+    assert [r.arm for r in per_seed].count("ours") == 2 and Run(FULL_FROM_SCRATCH, 10, 1) in per_seed
+    assert len(plan) == 2 + 2 * (1 + 2 * 3 + 2) and len({r.key for r in plan}) == len(plan)
+    # the pool is the same sample every time, whatever the study seeds
+    assert [im.id for im in study.pool] == [im.id for im in Study(config(pool_size=10), tmp_path).pool]
+    with pytest.raises(LoopError, match="other settings \\(finetune_iterations\\)"):
+        Study(config(pool_size=10, finetune_iterations=100), tmp_path)
+
+
+def test_selection_follows_the_strategies(tmp_path: Path) -> None:
+    """From stored pool scores: 'ours' takes uncertain images, random depends on the seed."""
+    rng = np.random.default_rng(0)
+    n = 40
+    ids = np.array([f"img{i}" for i in range(n)])
+    features = rng.normal(size=(n, 8)).astype(np.float32)
+    np.savez(tmp_path / "pool_scores.npz", ids=ids, uncertainty=np.linspace(0, 1, n),
+             instances=rng.integers(1, 50, n), features=features)  # fmt: skip
+    study = Study(config(), tmp_path)
+    ours = study.select("ours", 4, 0)
+    assert len(set(ours)) == 4 and all(int(i.removeprefix("img")) >= n // 2 for i in ours)
+    picks = {tuple(study.select("random", 4, seed)) for seed in range(5)}
+    assert len(picks) > 1
+    assert study.select("random", 4, 3) == study.select("random", 4, 3)
+
+
+def _record(arm: str, k: int, seed: int | None, msa: float) -> dict[str, object]:
+    return {"arm": arm, "k": k, "seed": seed, "pool": 100, "mSA": msa, "AP50": msa + 0.1, "F1": msa + 0.2,
+            "AP75": 0.0, "precision": 0.5, "recall": 0.5, "images": 49, "picked": None}  # fmt: skip
+
+
+def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
+    records = [_record(PSEUDO_LABELS, 0, None, 0.30), _record(PSEUDO_MODEL, 0, None, 0.25)]
+    for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+        records += [
+            _record(PSEUDO_ONLY, 0, seed, 0.26 + jitter),
+            _record("ours", 5, seed, 0.36 + jitter),
+            _record("random", 5, seed, 0.32 + jitter),
+            _record("instance-random", 5, seed, 0.33 + jitter),
+            _record(FULL_FROM_PSEUDO, 100, seed, 0.42 + jitter),
+            _record(FULL_FROM_SCRATCH, 100, seed, 0.40 + jitter),
+        ]
+    cells = summarise(records)
+    ours = next(c for c in cells if c.arm == "ours")
+    assert ours.n == 3 and ours.mean() == pytest.approx(0.36) and ours.std() == pytest.approx(0.01)
+    text = headline(cells, 5, "hybrid")
+    assert "mSA 0.360" in text and "90% of full, from scratch (0.400)" in text
+    assert "+0.040 vs random (0.320)" in text and "+0.030 vs instance-random (0.330)" in text
+    assert "mean of 3 seeds" in text
+    table = markdown_table(cells)
+    assert "| ours | 5 (5 %) | 3 | 0.360 ± 0.010 | 0.460 ± 0.010 | 0.560 ± 0.010 |" in table
+    assert "| pseudo-labels | 0 | n/a | 0.300 |" in table
+    write_report(records, tmp_path, {"pool_size": 100}, 5, "hybrid")
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == len(records) and rows[0]["arm"] == PSEUDO_LABELS
+    assert (tmp_path / "msa_vs_annotated.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "results.md").read_text().startswith("**Ours (hybrid) at 5 %")
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
+    """Real pseudo-labels, nnU-Net training and scoring with tiny budgets; a second call trains nothing."""
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "study", "--out", str(out), "--pool-size", "6",
+           "--test-size", "2", "--budgets", "34%", "--headline-budget", "34%", "--seeds", "0",
+           "--pretrain-iterations", "2", "--finetune-iterations", "1", "--iterations-per-epoch", "2",
+           "--workers", "0"]  # fmt: skip
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "study: 8 runs, 0 already done; pool of 6 images, 2 test images" in first.stdout
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
+    assert set(records) == {
+        "pseudo-labels_k0", "pseudo-model_k0", "pseudo-only_k0_s0", "ours_k3_s0", "random_k3_s0",
+        "instance-random_k3_s0", "full-from-pseudo-model_k6_s0", "full-from-scratch_k6_s0",
+    }  # fmt: skip
+    pool = set(np.load(out / "pool_scores.npz")["ids"])
+    for arm in ("ours", "random", "instance-random"):
+        picked = records[f"{arm}_k3_s0"]["picked"]
+        assert len(set(picked)) == 3 and set(picked) <= pool
+    assert records["full-from-scratch_k6_s0"]["iterations"] == 3
+    assert all(0.0 <= r["mSA"] <= 1.0 and r["images"] == 2 for r in records.values())
+    assert not [
+        p for p in (out / "nnunet" / "models").iterdir() if p.name != "pseudo-r0"
+    ]  # checkpoints freed
+    assert (out / "results.md").read_text().startswith("**Ours (hybrid) at 50 %")
+
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "study: 8 runs, 8 already done" in again.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
+    other = subprocess.run([*cmd[:-2], "--finetune-iterations", "2", "--workers", "0"], capture_output=True,
+                           text=True)  # fmt: skip
+    assert other.returncode == 2 and "holds a study with other settings" in other.stderr
