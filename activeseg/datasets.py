@@ -18,6 +18,13 @@ from activeseg.imageio import is_supported_image
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "dsb2018_fluo24"
 
 
+def shared_data() -> Path:
+    """The team's public datasets (DSB2018): ``ACTIVESEG_SHARED_DATA``, else ``../shared/data``
+    beside the repository. It may not exist; callers say so."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("ACTIVESEG_SHARED_DATA") or default)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image of a dataset, with its instance labels when the dataset has them."""

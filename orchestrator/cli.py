@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import activeseg
-from activeseg.datasets import BUNDLED_SAMPLE, DatasetError
+from activeseg.datasets import BUNDLED_SAMPLE, DatasetError, shared_data
 from activeseg.imageio import ImageReadError
 from activeseg.jobs import JobError
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
@@ -50,12 +50,9 @@ USER_ERRORS = (
 )
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _shared(name: str) -> Path | None:
-    """A dataset of the team's shared data folder beside the repository, when it is there."""
-    return SHARED_DATA / name if (SHARED_DATA / name).is_dir() else None
+    """A dataset of the team's shared data folder, when it is there."""
+    return shared_data() / name if (shared_data() / name).is_dir() else None
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -106,8 +103,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     if args.train is None or args.test is None:
         raise DatasetError(
-            f"no data: pass --train and --test (looked for {SHARED_DATA}/dsb2018_stage1_train_fluo and "
-            "dsb2018_stage1_test)"
+            f"no data: pass --train and --test (looked for dsb2018_stage1_train_fluo and "
+            f"dsb2018_stage1_test in {shared_data()}; ACTIVESEG_SHARED_DATA sets that folder)"
         )
     config = StudyConfig(
         train=args.train,

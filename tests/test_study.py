@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from activeseg.datasets import held_out
+from activeseg.datasets import held_out, shared_data
 from orchestrator.context import LoopError
 from orchestrator.study import (
     FULL_FROM_PSEUDO,
@@ -25,8 +25,7 @@ from orchestrator.study import (
 )
 from orchestrator.study_report import headline, markdown_table, summarise, write_report
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRAIN, TEST = SHARED / "dsb2018_stage1_train_fluo", SHARED / "dsb2018_stage1_test"
+TRAIN, TEST = shared_data() / "dsb2018_stage1_train_fluo", shared_data() / "dsb2018_stage1_test"
 needs_data = pytest.mark.skipif(not TRAIN.is_dir(), reason="needs ../shared/data (DSB2018)")
 
 
