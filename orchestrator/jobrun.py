@@ -9,7 +9,9 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from activeseg.jobs import WORKING, Job, JobStore, jobs_dir
@@ -99,9 +101,25 @@ def execute(job: Job, store: JobStore, model_dir: Path) -> Job:
     return store.finish(job.id, result=result)
 
 
+def _terminate_handler(job_pid: int) -> Callable[[int, FrameType | None], None]:
+    """SIGTERM in the job process raises KeyboardInterrupt, so the job is recorded as failed.
+
+    Processes forked from it inherit the handler: nnU-Net's fork pools (e.g. listing dataset files)
+    stop their workers with SIGTERM when done, and a worker that raised instead of dying could
+    leave the pool's queue lock held and the job hung forever. They die as SIGTERM intends.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != job_pid:
+            os._exit(128 + signum)
+        raise KeyboardInterrupt
+
+    return handler
+
+
 def _child_main(model_dir: str, job_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate -> KeyboardInterrupt -> recorded
+    signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
     store = JobStore(jobs_dir(Path(model_dir)))
     job = store.update(job_id, pid=os.getpid())
     try:

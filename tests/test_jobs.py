@@ -14,7 +14,7 @@ import pytest
 
 from activeseg.jobs import DONE, FAILED, QUEUED, RUNNING, WORKING, JobError, JobStore
 from activeseg.worker import Worker
-from orchestrator.jobrun import execute
+from orchestrator.jobrun import _terminate_handler, execute
 
 
 def test_submit_joins_an_equal_queued_job(tmp_path: Path) -> None:
@@ -177,3 +177,19 @@ def test_a_reused_pid_does_not_keep_a_job_alive(tmp_path: Path) -> None:
     store.claim(pid=os.getpid())
     store.update(job.id, started_at=time.time() - 3 * 24 * 3600)  # "before a reboot": this pid is younger
     assert [j.id for j in store.reap()] == [job.id]
+
+
+def test_sigterm_fails_the_job_but_kills_its_forked_helpers() -> None:
+    """nnU-Net stops its fork-pool workers with SIGTERM; a worker that raised KeyboardInterrupt
+    like the job process could leave the pool's lock held and hang the job (seen in the demo)."""
+    import signal
+
+    handler = _terminate_handler(os.getpid())
+    with pytest.raises(KeyboardInterrupt):
+        handler(signal.SIGTERM, None)
+    pid = os.fork()
+    if pid == 0:  # a forked helper: the inherited handler must end it at once
+        handler(signal.SIGTERM, None)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM
