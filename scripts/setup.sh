@@ -2,8 +2,9 @@
 # Set up activeseg on a fresh machine; safe to re-run (it only installs what is missing or changed).
 #
 #   .venv      activeseg with torch 2.14.1, torchvision 0.29.1, nnU-Net 2.8.1, segment-anything 1.0,
-#              label-studio-sdk 2.1.2 and the dev tools (about 6 GB: torch brings CUDA libraries,
-#              unused on CPU-only machines but needed for torch to import)
+#              label-studio-sdk 2.1.2 and the dev tools: pytest, ruff, selenium for the browser test
+#              (about 6 GB: torch brings CUDA libraries, unused on CPU-only machines but needed for
+#              torch to import)
 #   .venv-ls   Label Studio 1.23.2 on its own (about 1 GB): it brings Django 5, numpy 2.2 and
 #              pandas 3, which must not share an environment with torch and nnU-Net
 #

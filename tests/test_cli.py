@@ -1,18 +1,31 @@
-"""The ``activeseg`` command: help, version, one-line errors, and the smoke demo end to end."""
+"""The ``activeseg`` command: help, version, one-line errors, and the smoke demo end to end, down to
+what its annotator sees in a headless Chromium."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import free_port, prepare_from_template
+from activeseg.projectstate import ProjectDir
 from orchestrator.cli import main
-from orchestrator.demo import server_for
+from orchestrator.demo import ANNOTATOR_EMAIL, server_for
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 EXE = Path(sys.executable).with_name("activeseg")
 
@@ -68,39 +81,29 @@ def test_bad_inputs_fail_in_one_line_before_starting_anything(
     assert not (tmp_path / "ws" / "labelstudio" / "labelstudio.pid").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.labelstudio
-def test_demo_runs_the_loop_end_to_end(tmp_path: Path, sample_dir: Path, ls_template: Path) -> None:
-    """The README's demo with tiny training budgets: Label Studio and the backend start, the
-    simulated annotator works the queue, the webhook fine-tunes, the table is printed."""
-    workspace = tmp_path / "ws"
+@dataclass(frozen=True)
+class DemoRun:
+    workspace: Path
+    port: str
+    stdout: str
+
+    def client(self) -> LabelStudioClient:
+        server = server_for(self.workspace)
+        return LabelStudioClient(server.running_url(), server.login.token)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, ls_template: Path) -> Iterator[DemoRun]:
+    """The README's demo with tiny training budgets and ``--keep`` (about 3 minutes), run once for
+    the tests that look at its outcome; Label Studio and the backend are stopped afterwards."""
+    workspace = tmp_path_factory.mktemp("demo") / "ws"
     prepare_from_template(workspace / "labelstudio", ls_template)  # skip the migrations
     port = str(free_port())
     tiny = ["--epochs", "1", "--iterations", "4", "--finetune-epochs", "1", "--finetune-iterations", "4"]
     try:
         out = run("demo", "--workspace", str(workspace), "--port", port, "--keep", *tiny)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        assert "18 tasks (18 new), 6 images held out" in out.stdout
-        for arm in ("pseudo-labels (classical)", "nnunet-r0", "nnunet-r1"):
-            assert f"| {arm} | " in out.stdout
-        assert (workspace / "learning_curve.png").stat().st_size > 0
-        assert (
-            "annotator@activeseg.local" in out.stdout and f"http://127.0.0.1:{port}/projects/" in out.stdout
-        )
-
-        server = server_for(workspace)
-        client = LabelStudioClient(server.running_url(), server.login.token)
-        (project,) = [p for p in client.sdk.projects.list() if p.title == "activeseg demo"]
-        tasks = client.tasks(project.id)
-        held_out = {p.stem for p in (sample_dir / "images").iterdir()} - {t["data"]["name"] for t in tasks}
-        assert len(tasks) == 18 and len(held_out) == 6
-        annotated = [t for t in tasks if t["annotations"]]
-        assert len(annotated) == 2 and all(
-            a["completed_by"] != 1 for t in annotated for a in t["annotations"]
-        )
-        assert client.project(project.id)["model_version"] == "round-2"
-        status = run("labelstudio", "status", "--workspace", str(workspace))
-        assert status.returncode == 0 and port in status.stdout
+        yield DemoRun(workspace, port, out.stdout)
     finally:
         stop = run("labelstudio", "stop", "--workspace", str(workspace))
     assert stop.returncode == 0 and "stopped the demo's ML backend" in stop.stdout
@@ -108,10 +111,147 @@ def test_demo_runs_the_loop_end_to_end(tmp_path: Path, sample_dir: Path, ls_temp
 
 
 @pytest.mark.slow
-def test_serve_runs_the_backend_under_gunicorn(tmp_path: Path) -> None:
-    import os
-    import time
+@pytest.mark.labelstudio
+def test_demo_runs_the_loop_end_to_end(demo: DemoRun, sample_dir: Path) -> None:
+    """Label Studio and the backend start, the simulated annotator works the queue, the webhook
+    fine-tunes, the table is printed, and ``--keep`` leaves Label Studio up."""
+    assert "18 tasks (18 new), 6 images held out" in demo.stdout
+    for arm in ("pseudo-labels (classical)", "nnunet-r0", "nnunet-r1"):
+        assert f"| {arm} | " in demo.stdout
+    assert (demo.workspace / "learning_curve.png").stat().st_size > 0
+    assert "annotator@activeseg.local" in demo.stdout
+    assert f"http://127.0.0.1:{demo.port}/projects/" in demo.stdout
 
+    client = demo.client()
+    (project,) = [p for p in client.sdk.projects.list() if p.title == "activeseg demo"]
+    tasks = client.tasks(project.id)
+    held_out = {p.stem for p in (sample_dir / "images").iterdir()} - {t["data"]["name"] for t in tasks}
+    assert len(tasks) == 18 and len(held_out) == 6
+    annotated = [t for t in tasks if t["annotations"]]
+    assert len(annotated) == 2 and all(a["completed_by"] != 1 for t in annotated for a in t["annotations"])
+    assert client.project(project.id)["model_version"] == "round-2"
+    status = run("labelstudio", "status", "--workspace", str(demo.workspace))
+    assert status.returncode == 0 and demo.port in status.stdout
+
+
+# A real browser: Debian's chromium and chromium-driver (.ci/run installs them). The driver's path
+# is given, so Selenium never runs selenium-manager, which would try to download one.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--window-size=1600,1000", "--force-device-scale-factor=1", "--no-first-run",
+    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--disable-default-apps", "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+)  # fmt: skip
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "annotator-first-task.png"
+UI_TIMEOUT = 120  # seconds for any one page state; the labelling view takes about 10 s on 2 cores
+
+
+def _chromium(log: Path) -> WebDriver:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER), log_output=str(log)), options=options)
+
+
+def _outliner_indices(driver: WebDriver) -> set[int]:
+    """Region numbers in the regions panel. It is a virtual list that renders only the rows in
+    view, so it is scrolled with the mouse wheel until a few turns bring no new numbers."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.by import By
+
+    holder = driver.find_element(By.CSS_SELECTOR, ".lsf-outliner-tree .lsf-tree-list-holder")
+    seen: set[int] = set()
+    idle = 0
+    for _ in range(500):
+        rows = driver.find_elements(By.CSS_SELECTOR, ".lsf-outliner-item__index")
+        shown = {int(row.text) for row in rows if row.text.strip().isdigit()}
+        idle = idle + 1 if shown <= seen else 0
+        if idle == 3:
+            return seen
+        seen |= shown
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(holder), 0, 250).perform()
+        time.sleep(0.2)
+    raise AssertionError(f"the regions panel kept growing past {len(seen)} rows")
+
+
+def _red_fraction(screenshot: Path, box: dict[str, float]) -> float:
+    """Share of the image's pixels tinted by the red brush masks (label colour #FF0000)."""
+    left, top = int(box["left"]), int(box["top"])
+    right, bottom = left + int(box["width"]), top + int(box["height"])
+    pixels = np.asarray(Image.open(screenshot).convert("RGB").crop((left, top, right, bottom)), dtype=int)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return float(np.mean((r > 120) & (r > 1.8 * g) & (r > 1.8 * b)))
+
+
+@pytest.mark.slow
+@pytest.mark.labelstudio
+@pytest.mark.skipif(
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium and chromium-driver)",
+)
+def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_path: Path) -> None:
+    """What an annotator sees: logged in through the web page, "Label All Tasks" opens the top-ranked
+    task not yet annotated, with one drawn region per instance of the round's pre-annotation."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client = demo.client()
+    (project,) = [p for p in client.sdk.projects.list() if p.title == "activeseg demo"]
+    current = ProjectDir(demo.workspace / "model_dir", project.id).load().current_round
+    assert current is not None and client.project(project.id)["model_version"] == current.version
+    annotated = {t["id"] for t in client.tasks(project.id) if t["annotations"]}
+    top = next(task_id for task_id in current.order if task_id not in annotated)
+    (shown,) = [p for p in client.predictions(top) if p["model_version"] == current.version]
+    instances = len({r["id"] for r in shown["result"]})
+    assert instances == len(shown["result"]) > 0
+
+    password = json.loads((demo.workspace / "annotator-login.json").read_text())["password"]
+    url = f"http://127.0.0.1:{demo.port}"
+    driver = _chromium(tmp_path / "chromedriver.log")
+    wait = WebDriverWait(driver, UI_TIMEOUT)
+    screenshot = tmp_path / "annotator-first-task.png"
+    try:
+        driver.get(f"{url}/user/login/")
+        driver.find_element(By.NAME, "email").send_keys(ANNOTATOR_EMAIL)
+        driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+        wait.until(lambda d: "/user/login" not in d.current_url, "the annotator's login was refused")
+        driver.get(f"{url}/projects/{project.id}/data")
+        label_all = (By.XPATH, "//button[normalize-space(.)='Label All Tasks']")
+        wait.until(ec.element_to_be_clickable(label_all)).click()
+        # The label stream keeps ?labeling=1 in the URL, not the task: its id is in the bottom bar.
+        task_id = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".lsf-current-task__task-id")))
+        assert driver.execute_script("return arguments[0].firstChild.textContent", task_id) == str(top)
+        image = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "img[alt=image]")))
+        loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+        wait.until(lambda d: d.execute_script(loaded, image), "the task's image did not load")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".lsf-outliner-item__index")))
+        assert _outliner_indices(driver) == set(range(1, instances + 1))
+        box = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", image)
+        driver.save_screenshot(str(screenshot))
+    except Exception:
+        (tmp_path / "page.html").write_text(driver.page_source)
+        driver.save_screenshot(str(tmp_path / "failure.png"))
+        raise
+    finally:
+        driver.quit()
+    assert _red_fraction(screenshot, box) > 0.001, "the brush masks are not drawn on the image"
+    if os.environ.get("ACTIVESEG_UPDATE_SCREENSHOTS"):  # refresh the picture the docs show
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, DOCS_SCREENSHOT)
+
+
+@pytest.mark.slow
+def test_serve_runs_the_backend_under_gunicorn(tmp_path: Path) -> None:
     import requests
 
     port = free_port()
