@@ -8,6 +8,7 @@ images that have no task yet; existing tasks and their annotations are never tou
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 from collections.abc import Sequence
@@ -140,5 +141,8 @@ def init_project(
         backend_url = backend_url.rstrip("/")
         ml_id = client.connect_ml_backend(project_id, backend_url, "activeseg", backend_auth)
         headers = {SECRET_HEADER: webhook_secret} if webhook_secret else {}
+        if backend_auth is not None:  # Label Studio sends a webhook's stored headers and nothing else
+            token = base64.b64encode(":".join(backend_auth).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         hook_id = client.ensure_webhook(project_id, f"{backend_url}/webhook", headers)
     return InitResult(project_id, created, len(report.task_ids), len(report.new), ml_id, hook_id)

@@ -6,6 +6,7 @@ the webhook makes the backend's worker fine-tune once -> the new model is served
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config()
 N_IMAGES = 20
 SECRET = "hook-secret-for-tests"
+AUTH = ("lab-admin", "basic-auth-for-tests")  # the backend behind basic auth: webhooks must carry it
 
 
 def small_dataset(sample_dir: Path, target: Path, n: int = N_IMAGES) -> Path:
@@ -91,7 +93,7 @@ def test_full_loop(
     model_dir: Path = env["model_dir"]
     dataset = small_dataset(sample_dir, tmp_path / "dataset")
     config = BackendConfig.from_env()
-    config = BackendConfig(**{**config.__dict__, "webhook_secret": SECRET})
+    config = BackendConfig(**{**config.__dict__, "webhook_secret": SECRET, "basic_auth": AUTH})
     app = create_app(config)  # with its in-process job worker
     backend = ThreadedServer(app)
     try:
@@ -103,12 +105,16 @@ def test_full_loop(
             label_studio.files_root,
             CONFIG,
             backend_url=backend.url,
+            backend_auth=AUTH,
             webhook_secret=SECRET,
         )
         pid = init.project_id
         assert init.n_tasks == init.n_new == N_IMAGES and init.ml_backend_id is not None
         hooks = ls_client.sdk.webhooks.list(project=str(pid))
-        assert [(h.url, h.headers) for h in hooks] == [(f"{backend.url}/webhook", {SECRET_HEADER: SECRET})]
+        basic = "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()
+        assert [(h.url, h.headers) for h in hooks] == [
+            (f"{backend.url}/webhook", {SECRET_HEADER: SECRET, "Authorization": basic})
+        ]
         again = init_project(
             ls_client,
             read_dataset(dataset),
@@ -116,6 +122,7 @@ def test_full_loop(
             label_studio.files_root,
             CONFIG,
             backend_url=backend.url,
+            backend_auth=AUTH,
             webhook_secret=SECRET,
         )
         assert again.project_id == pid and again.n_new == 0 and again.ml_backend_id == init.ml_backend_id
@@ -183,9 +190,8 @@ def test_full_loop(
         # 6. the webhook's core-set check fine-tunes, once; triggers during training join that job
         check = wait_for("a fine-tuning job", lambda: _working_check(store, pid), timeout=300)
         for _ in range(2):
-            r = requests.post(
-                f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}}, timeout=5
-            )
+            event = {"action": "START_TRAINING", "project": {"id": pid}}
+            r = requests.post(f"{backend.url}/webhook", json=event, auth=AUTH, timeout=5)
             assert r.status_code == 201
             # joined while training; only if training had just ended is a (harmless) new check queued
             assert r.json()["job"] == check.id or store.get(check.id).status == DONE
