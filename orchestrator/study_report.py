@@ -86,7 +86,8 @@ def headline(cells: Sequence[Cell], k: int, strategy: str) -> str:
     for full in (FULL_FROM_SCRATCH, FULL_FROM_PSEUDO):
         ref = _find(cells, full)
         if ref is not None:
-            parts.append(f"{ours.mean() / ref.mean():.0%} of {full} ({ref.mean():.3f})")
+            ratio = f"{ours.mean() / ref.mean():.0%}" if ref.mean() > 0 else "n/a"
+            parts.append(f"{ratio} of {full} ({ref.mean():.3f})")
     for arm in ("random", "instance-random"):
         other = _find(cells, arm, k)
         if other is not None:
