@@ -32,6 +32,27 @@ SECRET_HEADER = "X-Activeseg-Webhook-Secret"
 WORKERS = ("inprocess", "off", "rq")
 
 
+class ConfigError(ValueError):
+    """A setting a service cannot start with; the message names the variable to set."""
+
+
+#: what the backend and the worker need to reach Label Studio, and how to tell the admin
+REQUIRED = {
+    "LABEL_STUDIO_URL": "the Label Studio server's URL, e.g. http://labelstudio:8080",
+    "LABEL_STUDIO_API_KEY": "a Label Studio access token (Account & Settings > Access Token)",
+}
+
+
+def require_credentials(env: Mapping[str, str] | None = None) -> None:
+    """Refuse to start a service that could not reach Label Studio, naming what to set."""
+    env = os.environ if env is None else env
+    for name, what in REQUIRED.items():
+        if not env.get(name):
+            raise ConfigError(f"{name} is not set: set it to {what}")
+    if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
+        raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     label_studio_url: str | None = None
@@ -57,9 +78,9 @@ class BackendConfig:
         redis_url = env.get("REDIS_URL") or None
         worker = env.get("ACTIVESEG_WORKER") or ("rq" if redis_url else "inprocess")
         if worker not in WORKERS:
-            raise ValueError(f"ACTIVESEG_WORKER must be one of {', '.join(WORKERS)}, not {worker!r}")
+            raise ConfigError(f"ACTIVESEG_WORKER must be one of {', '.join(WORKERS)}, not {worker!r}")
         if worker == "rq" and not redis_url:
-            raise ValueError("ACTIVESEG_WORKER=rq needs REDIS_URL (e.g. redis://localhost:6379/0)")
+            raise ConfigError("ACTIVESEG_WORKER=rq needs REDIS_URL (e.g. redis://localhost:6379/0)")
         return cls(
             label_studio_url=(env.get("LABEL_STUDIO_URL") or "").rstrip("/") or None,
             api_key=env.get("LABEL_STUDIO_API_KEY") or None,

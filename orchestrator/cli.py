@@ -25,7 +25,7 @@ from activeseg.lsserver import LabelStudioServerError
 from activeseg.nnunet.dataset import DatasetExportError
 from activeseg.nnunet.workspace import WorkspaceError
 from ml_backend.checkpoints import CheckpointError
-from ml_backend.config import PSEUDOLABELERS
+from ml_backend.config import PSEUDOLABELERS, ConfigError, require_credentials
 from ml_backend.images import ImageFetchError
 from ml_backend.pseudolabelers.base import ModelLoadError
 from orchestrator.context import LoopError, default_model_dir
@@ -47,6 +47,7 @@ USER_ERRORS = (
     ImageFetchError,
     WorkspaceError,
     DatasetExportError,
+    ConfigError,
 )
 
 
@@ -159,6 +160,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ml_backend.config import BackendConfig
     from ml_backend.server import serve
 
+    require_credentials()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = BackendConfig.from_env()
     if args.pseudolabeler:
@@ -351,6 +353,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from activeseg.worker import Worker, run_rq_worker
 
+    require_credentials()  # every job reads the project from Label Studio
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model_dir = args.model_dir or default_model_dir()
     os.environ["MODEL_DIR"] = str(model_dir)  # what RQ jobs and job processes read
@@ -682,8 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Label Studio ML backend (SAM/classical pseudo-labels as pre-annotations)",
         description=(
             "Serve Label Studio's ML backend protocol (/health, /setup, /predict, /webhook, /versions). "
-            "Settings come from the environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (to download "
-            "task images), MODEL_DIR (cache and job records), BASIC_AUTH_USER/BASIC_AUTH_PASS (optional), "
+            "Settings come from the environment: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (required: to "
+            "download task images), MODEL_DIR (cache and job records), BASIC_AUTH_USER/BASIC_AUTH_PASS "
+            "(optional, both or neither), "
             "LOCAL_FILES_DOCUMENT_ROOT (read local-files images from disk), ACTIVESEG_PSEUDOLABELER, "
             "ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE, ACTIVESEG_WEBHOOK_SECRET, ACTIVESEG_WORKER "
             "(inprocess: this process runs fine-tuning jobs; off; rq), REDIS_URL, ACTIVESEG_DEVICE."
@@ -700,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run queued jobs (when the ML backend runs with ACTIVESEG_WORKER=off or rq)",
         description="Run the jobs queued under MODEL_DIR (fine-tuning, pretraining), each in its own "
         "process. With REDIS_URL set, listen on Redis for wake-ups (RQ), so workers can run on other "
-        "machines that share MODEL_DIR.",
+        "machines that share MODEL_DIR. Needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY.",
     )
     p.add_argument("--model-dir", type=Path, default=None, help="default: MODEL_DIR or ./model_dir")
     p.add_argument("--burst", action="store_true", help="run what is queued, then exit")

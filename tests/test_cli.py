@@ -255,7 +255,8 @@ def test_serve_runs_the_backend_under_gunicorn(tmp_path: Path) -> None:
     import requests
 
     port = free_port()
-    env = dict(os.environ, MODEL_DIR=str(tmp_path / "md"), LABEL_STUDIO_API_KEY="secret-token-xyz")
+    env = dict(os.environ, MODEL_DIR=str(tmp_path / "md"), LABEL_STUDIO_API_KEY="secret-token-xyz",
+               LABEL_STUDIO_URL="http://127.0.0.1:9")  # fmt: skip
     proc = subprocess.Popen([str(EXE), "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
@@ -346,3 +347,25 @@ def test_init_prelabel_status_export_watch_through_the_cli(
     assert main(["jobs", "--project", project]) == 0
     listed = capsys.readouterr().out
     assert "finetune" in listed and "failed" in listed and "coreset-check" in listed
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_services_refuse_to_start_without_credentials(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "tok-not-in-messages")
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    assert "LABEL_STUDIO_URL is not set" in err and "tok-not-in-messages" not in err
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY")
+    assert main([command]) == 2
+    assert "LABEL_STUDIO_API_KEY is not set: set it to a Label Studio access token" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "tok")
+    monkeypatch.setenv("BASIC_AUTH_USER", "lab")
+    monkeypatch.delenv("BASIC_AUTH_PASS", raising=False)
+    assert main([command]) == 2
+    assert "BASIC_AUTH_PASS" in capsys.readouterr().err
+    assert not (tmp_path / "md").exists()  # refused before touching anything
