@@ -8,7 +8,9 @@
 | ``sam-auto`` | SAM's automatic point grid | a SAM checkpoint file |
 
 ``classical`` is the default because it beat LiteMedSAM box refinement on DSB2018
-(``benchmarks/pseudolabels.py``). Constructing a labeller is cheap; weights load on first use.
+(``benchmarks/pseudolabels.py``). Constructing a labeller is cheap; weights load on first use,
+and torch and segment_anything are imported only when a SAM labeller is built (importing them
+costs seconds, which every ``activeseg`` command, even ``--help``, used to pay).
 """
 
 from __future__ import annotations
@@ -16,19 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-
-from segment_anything.modeling import Sam
+from typing import TYPE_CHECKING
 
 from ml_backend.config import PSEUDOLABELERS
 from ml_backend.pseudolabelers.base import ModelLoadError, PseudoLabeler, Segmentation
-from ml_backend.pseudolabelers.classical import ClassicalLabeler
-from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler
-from ml_backend.pseudolabelers.sam_models import (
-    LITEMEDSAM_SHA256,
-    checkpoint_id,
-    load_litemedsam,
-    load_sam_checkpoint,
-)
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
 
 NAMES = PSEUDOLABELERS
 DEFAULT = "classical"
@@ -36,6 +32,8 @@ DEFAULT = "classical"
 
 def sam_checkpoint_loader(checkpoint: Path, sam_type: str) -> tuple[Callable[[], Sam], str]:
     """A lazy loader for a SAM checkpoint file and the weights id that versions its outputs."""
+    from ml_backend.pseudolabelers.sam_models import checkpoint_id, load_sam_checkpoint
+
     if not checkpoint.is_file():
         raise ModelLoadError(f"SAM checkpoint {checkpoint} does not exist")
     return partial(load_sam_checkpoint, checkpoint, sam_type), f"{sam_type}:{checkpoint_id(checkpoint)}"
@@ -44,20 +42,25 @@ def sam_checkpoint_loader(checkpoint: Path, sam_type: str) -> tuple[Callable[[],
 def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str = "vit_b") -> PseudoLabeler:
     """The labeller called ``name``; SAM kinds need ``checkpoint`` (no weights are downloaded)."""
     if name == "classical":
+        from ml_backend.pseudolabelers.classical import ClassicalLabeler
+
         return ClassicalLabeler()
+    if name not in NAMES:
+        raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
+    from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler
+    from ml_backend.pseudolabelers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
+
     if name == "litemedsam":
         return SamBoxLabeler(load_litemedsam, weights_id=f"litemedsam:{LITEMEDSAM_SHA256[:16]}", name=name)
-    if name in ("sam-box", "sam-auto"):
-        if checkpoint is None:
-            raise ModelLoadError(
-                f"the {name} pseudo-labeller needs SAM weights: set ACTIVESEG_SAM_CHECKPOINT to a "
-                f"downloaded {sam_type} checkpoint (or use litemedsam or classical, which need none)"
-            )
-        load, weights_id = sam_checkpoint_loader(checkpoint, sam_type)
-        if name == "sam-box":  # SAM sees 1024 px: larger fields are tiled instead of shrunk
-            return SamBoxLabeler(load, weights_id=weights_id, name=name, tile_size=1024)
-        return SamAutoLabeler(load, weights_id=weights_id, name=name)
-    raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
+    if checkpoint is None:  # sam-box or sam-auto
+        raise ModelLoadError(
+            f"the {name} pseudo-labeller needs SAM weights: set ACTIVESEG_SAM_CHECKPOINT to a "
+            f"downloaded {sam_type} checkpoint (or use litemedsam or classical, which need none)"
+        )
+    load, weights_id = sam_checkpoint_loader(checkpoint, sam_type)
+    if name == "sam-box":  # SAM sees 1024 px: larger fields are tiled instead of shrunk
+        return SamBoxLabeler(load, weights_id=weights_id, name=name, tile_size=1024)
+    return SamAutoLabeler(load, weights_id=weights_id, name=name)
 
 
 __all__ = [
