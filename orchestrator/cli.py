@@ -125,7 +125,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     records = study.records() if args.report_only else study.run()
     if not records:
         raise LoopError(f"{args.out} has no finished runs yet; run without --report-only")
-    settings = {k: v for k, v in config_dict(config).items() if k not in ("budgets", "seeds", "device", "workers")}
+    unrelated = ("budgets", "seeds", "device", "workers")  # they do not change a run's result
+    settings = {k: v for k, v in config_dict(config).items() if k not in unrelated}
     headline_k = budget_to_k(args.headline_budget, records[0]["pool"])
     print("\n" + write_report(records, args.out, settings, headline_k, config.strategy))
     print(f"\nwrote results.csv, results.md and msa_vs_annotated.png to {args.out}")
