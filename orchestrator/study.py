@@ -31,7 +31,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,14 @@ def _load(samples: Sequence[Sample], what: str) -> list[Image]:
     ]
 
 
+def pseudo_label(images: Iterable[Image]) -> list[np.ndarray]:
+    """The default (classical) pseudo-labeller's instances: deterministic, so never cached."""
+    from ml_backend.pseudolabelers import build_pseudolabeler
+
+    labeler = build_pseudolabeler("classical")
+    return [labeler.segment(im.pixels).labels for im in images]
+
+
 class Study:
     """The study in ``out``: plans its runs, runs the missing ones, returns every record."""
 
@@ -189,13 +197,8 @@ class Study:
     def pseudo(self) -> dict[str, np.ndarray]:
         """The pool's pseudo-labels (classical: deterministic and fast, so not cached on disk)."""
         if self._pseudo is None:
-            from ml_backend.pseudolabelers import build_pseudolabeler
-
-            labeler = build_pseudolabeler("classical")
-            self._pseudo = {
-                im.id: labeler.segment(im.pixels).labels
-                for im in tqdm(self.pool, desc="pseudo-labelling the pool", unit="image")
-            }
+            labels = pseudo_label(tqdm(self.pool, desc="pseudo-labelling the pool", unit="image"))
+            self._pseudo = {im.id: lab for im, lab in zip(self.pool, labels, strict=True)}
         return self._pseudo
 
     def cases(self, corrected: Sequence[str] | None) -> list[Case]:
@@ -249,10 +252,7 @@ class Study:
     def _execute(self, r: Run) -> dict[str, Any]:
         cfg = self.config
         if r.arm == PSEUDO_LABELS:
-            from ml_backend.pseudolabelers import build_pseudolabeler
-
-            labeler = build_pseudolabeler("classical")
-            return self._score([labeler.segment(im.pixels).labels for im in self.test])
+            return self._score(pseudo_label(self.test))
         self._pretrain()
         if r.arm == PSEUDO_MODEL:
             return self._score_model(PRETRAINED)
