@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,9 @@ class LabelStudioServer:
     """One Label Studio process on 127.0.0.1 with its own data dir.
 
     ``files_root`` is the document root for ``/data/local-files/?d=<path>`` URLs: images under
-    it can be attached to tasks through a Local Storage.
+    it can be attached to tasks through a Local Storage. ``extra_env`` adds to or overrides the
+    server's environment, e.g. ``DJANGO_DB=default`` and ``POSTGRE_*`` for PostgreSQL instead of
+    the data dir's SQLite file.
     """
 
     def __init__(
@@ -103,11 +106,13 @@ class LabelStudioServer:
         files_root: str | os.PathLike[str] | None = None,
         port: int | None = None,
         venv: str | os.PathLike[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.files_root = Path(files_root or self.data_dir / "files").resolve()
         self.port = port or free_port()
         self.venv = Path(venv or default_venv())
+        self.extra_env = dict(extra_env or {})
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.data_dir / "labelstudio.log"
         self.pid_path = self.data_dir / "labelstudio.pid"
@@ -145,6 +150,7 @@ class LabelStudioServer:
                 "LABEL_STUDIO_HOST": self.url,
             }
         )
+        env.update(self.extra_env)
         return env
 
     def _healthy(self) -> bool:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-from activeseg.datasets import BUNDLED_SAMPLE
+from activeseg.brush import labels_to_results
+from activeseg.datasets import BUNDLED_SAMPLE, read_dataset
+from activeseg.imageio import read_label_image
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LS_VERSION, LabelStudioServer, ensure_template, prepare_from_template
 
@@ -33,6 +38,30 @@ def dsb_train() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present (set ACTIVESEG_SHARED_DATA)")
     return path
+
+
+def small_dataset(sample_dir: Path, target: Path, n: int = 20) -> Path:
+    """The first ``n`` bundled images with their labels, as a dataset folder."""
+    for sample in read_dataset(sample_dir)[:n]:
+        for src, sub in ((sample.image, "images"), (sample.label, "labels")):
+            (target / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, target / sub / f"{sample.id}.png")
+    return target
+
+
+def wait_for(what: str, check, timeout: float = 600.0, every: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ground_truth_result(dataset: Path, task: dict) -> list[dict]:
+    labels = read_label_image(dataset / "labels" / f"{task['data']['name']}.png")
+    return labels_to_results(labels.astype(np.uint32), "label", "image", "Cell")
 
 
 def ls_template_dir() -> Path:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from PIL import Image
+from services import require_program
 
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import free_port, prepare_from_template
@@ -193,13 +194,11 @@ def _red_fraction(screenshot: Path, box: dict[str, float]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.labelstudio
-@pytest.mark.skipif(
-    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium and chromium-driver)",
-)
 def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_path: Path) -> None:
     """What an annotator sees: logged in through the web page, "Label All Tasks" opens the top-ranked
     task not yet annotated, with one drawn region per instance of the round's pre-annotation."""
+    require_program("chromium", str(CHROMIUM), package="chromium")
+    require_program("chromedriver", str(CHROMEDRIVER), package="chromium-driver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from services import require_program
 
 import activeseg
 
@@ -33,11 +33,11 @@ ENV_EXAMPLE = REPO / ".env.example"
 HEALTHCHECK = REPO / "scripts" / "docker-healthcheck.py"
 LS_VERSION = "1.23.2"
 
-DOCKER_COMPOSE = shutil.which("docker-compose")
-needs_compose = pytest.mark.skipif(
-    DOCKER_COMPOSE is None,
-    reason="docker-compose is not installed (apt-get install docker-compose; .ci/run does this)",
-)
+
+@pytest.fixture(scope="session")
+def docker_compose() -> str:
+    return require_program("docker-compose", package="docker-compose")
+
 
 #: ${VAR}, ${VAR:-default}, ${VAR:?message}, ... as compose interpolates them ($$ escapes a $)
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -76,9 +76,10 @@ def filled_env() -> dict[str, str]:
     return env
 
 
-def run_compose(tmp_path: Path, env: dict[str, str], *files: Path) -> subprocess.CompletedProcess[str]:
+def run_compose(
+    compose: str, tmp_path: Path, env: dict[str, str], *files: Path
+) -> subprocess.CompletedProcess[str]:
     """``docker-compose --env-file ENV -f FILE... config`` with a clean process environment."""
-    assert DOCKER_COMPOSE is not None
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     interpolated = set(compose_variables(COMPOSE, COMPOSE_GPU))
@@ -89,7 +90,7 @@ def run_compose(tmp_path: Path, env: dict[str, str], *files: Path) -> subprocess
     }
     files_args = [arg for f in files for arg in ("-f", str(f))]
     return subprocess.run(
-        [DOCKER_COMPOSE, "--env-file", str(env_file), *files_args, "config"],
+        [compose, "--env-file", str(env_file), *files_args, "config"],
         cwd=REPO,
         env=process_env,
         capture_output=True,
@@ -99,16 +100,17 @@ def run_compose(tmp_path: Path, env: dict[str, str], *files: Path) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def config(docker_compose: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """docker-compose.yml as compose resolves it with a complete .env."""
-    out = run_compose(tmp_path_factory.mktemp("compose"), filled_env(), COMPOSE)
+    out = run_compose(docker_compose, tmp_path_factory.mktemp("compose"), filled_env(), COMPOSE)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
 
 @pytest.fixture(scope="module")
-def gpu_config(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = run_compose(tmp_path_factory.mktemp("compose-gpu"), filled_env(), COMPOSE, COMPOSE_GPU)
+def gpu_config(docker_compose: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("compose-gpu")
+    out = run_compose(docker_compose, folder, filled_env(), COMPOSE, COMPOSE_GPU)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
@@ -116,7 +118,6 @@ def gpu_config(tmp_path_factory: pytest.TempPathFactory) -> dict:
 # -- compose, through the real parser ----------------------------------------------------------
 
 
-@needs_compose
 def test_compose_defines_the_services_volumes_and_dependencies(config: dict) -> None:
     services = config["services"]
     assert set(services) == {"postgres", "redis", "labelstudio", "backend", "worker"}
@@ -168,7 +169,6 @@ def test_compose_defines_the_services_volumes_and_dependencies(config: dict) -> 
     assert "deploy" not in services["worker"], "the GPU belongs in docker-compose.gpu.yml"
 
 
-@needs_compose
 def test_gpu_override_reserves_a_gpu_for_the_worker_only(config: dict, gpu_config: dict) -> None:
     worker = gpu_config["services"]["worker"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
@@ -183,12 +183,13 @@ def test_gpu_override_reserves_a_gpu_for_the_worker_only(config: dict, gpu_confi
     assert sorted(map(str, worker["volumes"])) == sorted(map(str, base["volumes"]))  # merged in any order
 
 
-@needs_compose
 @pytest.mark.parametrize("missing", required_variables())
-def test_compose_refuses_to_start_without_a_required_variable(tmp_path: Path, missing: str) -> None:
+def test_compose_refuses_to_start_without_a_required_variable(
+    docker_compose: str, tmp_path: Path, missing: str
+) -> None:
     env = filled_env()
     env[missing] = ""
-    out = run_compose(tmp_path, env, COMPOSE)
+    out = run_compose(docker_compose, tmp_path, env, COMPOSE)
     assert out.returncode != 0
     assert f"set {missing} in .env" in out.stderr, out.stderr
     assert not any(v in out.stderr for k, v in env.items() if k in required_variables() and v), (
@@ -196,10 +197,9 @@ def test_compose_refuses_to_start_without_a_required_variable(tmp_path: Path, mi
     )
 
 
-@needs_compose
-def test_the_example_env_alone_does_not_start(tmp_path: Path) -> None:
+def test_the_example_env_alone_does_not_start(docker_compose: str, tmp_path: Path) -> None:
     """Copying .env.example without filling it in fails, naming what to set."""
-    out = run_compose(tmp_path, env_example(), COMPOSE)
+    out = run_compose(docker_compose, tmp_path, env_example(), COMPOSE)
     assert out.returncode != 0 and re.search(r"set [A-Z_]+ in \.env", out.stderr), out.stderr
 
 

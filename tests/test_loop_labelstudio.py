@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import ThreadedServer, retrieve_predictions
+from conftest import ThreadedServer, ground_truth_result, retrieve_predictions, small_dataset, wait_for
 
-from activeseg.brush import labels_to_results
 from activeseg.datasets import read_dataset
-from activeseg.imageio import read_label_image
 from activeseg.jobs import DONE, FAILED, RUNNING, WORKING, Job, JobStore, jobs_dir
 from activeseg.labelconfig import load_label_config
 from activeseg.lsclient import LabelStudioClient, LabelStudioError
@@ -45,30 +41,6 @@ CONFIG = load_label_config()
 N_IMAGES = 20
 SECRET = "hook-secret-for-tests"
 AUTH = ("lab-admin", "basic-auth-for-tests")  # the backend behind basic auth: webhooks must carry it
-
-
-def small_dataset(sample_dir: Path, target: Path, n: int = N_IMAGES) -> Path:
-    """The first ``n`` bundled images with their labels, as a dataset folder."""
-    for sample in read_dataset(sample_dir)[:n]:
-        for src, sub in ((sample.image, "images"), (sample.label, "labels")):
-            (target / sub).mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, target / sub / f"{sample.id}.png")
-    return target
-
-
-def wait_for(what: str, check, timeout: float = 600.0, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def ground_truth_result(dataset: Path, task: dict) -> list[dict]:
-    labels = read_label_image(dataset / "labels" / f"{task['data']['name']}.png")
-    return labels_to_results(labels.astype(np.uint32), "label", "image", "Cell")
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from services import RedisServer
 
 from activeseg.jobs import DONE, JobStore, jobs_dir
-from activeseg.lsserver import free_port
 from activeseg.projectstate import ProjectDir
 from activeseg.worker import RQ_QUEUE
 from ml_backend.app import create_app
@@ -24,31 +22,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server; .ci/run installs it)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    from redis import Redis
-
-    client = Redis(port=port)
-    deadline = time.time() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except Exception:
-            if time.time() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    server = RedisServer(tmp_path)
+    yield server.url
+    server.stop()
 
 
 def test_webhook_wakes_an_rq_worker(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
