@@ -34,5 +34,8 @@ def serve(app: Flask, host: str, port: int, threads: int = 4, timeout: int = 120
         "threads": threads,
         "timeout": timeout,
         "accesslog": "-",
+        # no gunicornc socket: its default path ($HOME/.gunicorn) would be shared by every
+        # backend of the same user on the host
+        "control_socket_disable": True,
     }
     _Gunicorn(app, options).run()

@@ -140,6 +140,7 @@ def test_one_round_with_every_service_in_its_own_process(
     try:
         wait_for("the backend", lambda: _healthy(backend_url, basic_auth), timeout=120)
         assert requests.get(f"{backend_url}/health", timeout=5).status_code == 401  # basic auth is on
+        assert "Control socket" not in backend.text()  # none in $HOME, shared by other backends
         wait_for(
             "the RQ worker", lambda: "Listening on" in worker.text() or worker.process.poll() is not None
         )
