@@ -118,6 +118,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         pretrain_iterations=args.pretrain_iterations,
         finetune_iterations=args.finetune_iterations,
         iterations_per_epoch=args.iterations_per_epoch,
+        finetune_with_pseudo=args.finetune_with_pseudo,
+        full=not args.no_full,
         device=args.device,
         workers=args.workers,
     )
@@ -125,7 +127,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     records = study.records() if args.report_only else study.run()
     if not records:
         raise LoopError(f"{args.out} has no finished runs yet; run without --report-only")
-    unrelated = ("budgets", "seeds", "device", "workers")  # they do not change a run's result
+    unrelated = ("budgets", "seeds", "full", "device", "workers")  # they do not change a run's result
     settings = {k: v for k, v in config_dict(config).items() if k not in unrelated}
     headline_k = budget_to_k(args.headline_budget, records[0]["pool"])
     print("\n" + write_report(records, args.out, settings, headline_k, config.strategy))
@@ -530,6 +532,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune-iterations", type=int, default=50, help="every arm's extra budget (default: %(default)s)"
     )
     p.add_argument("--iterations-per-epoch", type=int, default=50, help="default: %(default)s")
+    p.add_argument(
+        "--finetune-with-pseudo",
+        action="store_true",
+        help="the selection arms also fine-tune on the other pool images' pseudo-labels, their k "
+        "corrected images repeated to about half of the samples (as 'finetune --with-pseudo')",
+    )
+    p.add_argument(
+        "--no-full",
+        action="store_true",
+        help="leave out the two fully supervised arms (e.g. for a second study that changes only "
+        "how the selection arms fine-tune)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: %(default)s")
     p.add_argument(
         "--workers",
@@ -652,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-pseudo",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also train on the pseudo-labels of unannotated tasks (saved)",
+        help="also train on the pseudo-labels of unannotated tasks, with the annotated images "
+        "repeated to about half of the samples (saved)",
     )
     p.add_argument("--eval-labels", type=Path, default=None, help="as for pretrain")
     p.set_defaults(func=_cmd_finetune)

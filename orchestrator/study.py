@@ -9,6 +9,7 @@ budget and is scored on the same held-out images:
 | pseudo model | P iterations on the pool's pseudo-labels (the loop's ``pretrain``), shared by all seeds |
 | pseudo only | the pseudo model + F more iterations on the pool's pseudo-labels |
 | random, instance-random, ours | the pseudo model + F iterations on k images corrected to ground truth |
+|  | (with ``finetune_with_pseudo``: plus the other pool images' pseudo-labels, the k repeated) |
 | full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
 | full, from scratch | P + F iterations on every pool image's ground truth |
 
@@ -17,7 +18,9 @@ careful person submits. "ours" ranks the pool as ``activeseg rank`` does after p
 pseudo model's foreground entropy and bottleneck features, the default strategy); fine-tuning uses
 the loop's own defaults (annotated images only, learning rate 1e-3). A seed sets the selection and
 torch's generator; nnU-Net's augmentation workers draw their own randomness, so seeds also show
-the run-to-run spread of training.
+the run-to-run spread of training. ``finetune_with_pseudo`` makes the selection arms fine-tune as
+``activeseg finetune --with-pseudo`` does; ``full=False`` leaves out the two fully supervised arms
+(for a second study that changes only how the selection arms fine-tune).
 
 Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash during training
 resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
@@ -32,7 +35,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import foreground_entropy
 from orchestrator.context import LoopError
 from orchestrator.strategies import DEFAULT_STRATEGY, Candidates, budget_to_k, rank
+from orchestrator.training_data import oversample_human
 
 PSEUDO_LABELS = "pseudo-labels"
 PSEUDO_MODEL = "pseudo model"
@@ -76,6 +80,8 @@ class StudyConfig:
     iterations_per_epoch: int = 50
     pretrain_lr: float = 1e-2
     finetune_lr: float = 1e-3
+    finetune_with_pseudo: bool = False  # selection arms: + pseudo-labels of the rest, k oversampled
+    full: bool = True  # run the fully supervised arms
     device: str = "cpu"
     workers: int = 2  # nnU-Net's augmentation processes (0: in the training process)
 
@@ -97,9 +103,9 @@ class StudyConfig:
                 raise LoopError(str(exc)) from None
 
     def fingerprint(self) -> dict[str, Any]:
-        """What cached runs depend on; budgets, seeds, device and workers may change between calls."""
+        """What cached runs depend on; budgets, seeds, full, device and workers may change between calls."""
         keep = ("pool_size", "test_size", "strategy", "pretrain_iterations", "finetune_iterations",
-                "iterations_per_epoch", "pretrain_lr", "finetune_lr")  # fmt: skip
+                "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo")  # fmt: skip
         return {"train": str(self.train.resolve()), "test": str(self.test.resolve())} | {
             k: getattr(self, k) for k in keep
         }
@@ -168,7 +174,9 @@ class Study:
         mine = self.config.fingerprint()
         if path.is_file():
             theirs = json.loads(path.read_text())
-            changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+            # a setting added after the folder was made reads as its default there
+            defaults = {f.name: f.default for f in fields(StudyConfig)}
+            changed = sorted(k for k in mine if theirs.get(k, defaults.get(k)) != mine[k])
             if changed:
                 raise LoopError(f"{self.out} holds a study with other settings ({', '.join(changed)}); "
                                 "use another --out or the same settings")  # fmt: skip
@@ -208,8 +216,23 @@ class Study:
         wanted = set(corrected)
         return [Case(im.id, im.pixels, im.truth, "human") for im in self.pool if im.id in wanted]
 
-    def pseudo_cases(self) -> list[Case]:
-        return [Case(im.id, im.pixels, self.pseudo[im.id], "pseudo") for im in self.pool]
+    def pseudo_cases(self, leave_out: Sequence[str] = ()) -> list[Case]:
+        skip = set(leave_out)
+        return [Case(im.id, im.pixels, self.pseudo[im.id], "pseudo") for im in self.pool if im.id not in skip]
+
+    def training_cases(self, arm: str, picked: Sequence[str] | None = None) -> list[Case]:
+        """What an arm trains on after the pseudo model (``picked``: a selection arm's images)."""
+        if arm == PSEUDO_ONLY:
+            return self.pseudo_cases()
+        if arm in SELECTION_ARMS:
+            if picked is None:
+                raise ValueError(f"arm {arm!r} needs the picked images")
+            if self.config.finetune_with_pseudo:
+                return oversample_human(self.cases(picked) + self.pseudo_cases(leave_out=picked))
+            return self.cases(picked)
+        if arm in (FULL_FROM_PSEUDO, FULL_FROM_SCRATCH):
+            return self.cases(None)
+        raise ValueError(f"unknown arm {arm!r}")
 
     # -- plan ---------------------------------------------------------------------------------
     def ks(self) -> list[int]:
@@ -221,7 +244,8 @@ class Study:
         for seed in self.config.seeds:
             runs.append(Run(PSEUDO_ONLY, 0, seed))
             runs += [Run(arm, k, seed) for k in self.ks() for arm in SELECTION_ARMS]
-            runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
+            if self.config.full:
+                runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
         return runs
 
     def records(self) -> list[dict[str, Any]]:
@@ -256,16 +280,9 @@ class Study:
         self._pretrain()
         if r.arm == PSEUDO_MODEL:
             return self._score_model(PRETRAINED)
-        version, picked = r.key, None
-        if r.arm == PSEUDO_ONLY:
-            cases = self.pseudo_cases()
-        elif r.arm in SELECTION_ARMS:
-            picked = self.select(r.arm, r.k, r.seed or 0)
-            cases = self.cases(picked)
-        elif r.arm in (FULL_FROM_PSEUDO, FULL_FROM_SCRATCH):
-            cases = self.cases(None)
-        else:
-            raise ValueError(f"unknown arm {r.arm!r}")
+        version = r.key
+        picked = self.select(r.arm, r.k, r.seed or 0) if r.arm in SELECTION_ARMS else None
+        cases = self.training_cases(r.arm, picked)
         if r.arm == FULL_FROM_SCRATCH:
             budget = cfg.budget(cfg.pretrain_iterations + cfg.finetune_iterations, cfg.pretrain_lr)
             parent = None

@@ -32,7 +32,13 @@ from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, finetu
 from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.scoring import NnunetScorer, score_tasks
-from orchestrator.training_data import CaseReport, best_labels, cases_from_tasks, result_labels
+from orchestrator.training_data import (
+    CaseReport,
+    best_labels,
+    cases_from_tasks,
+    oversample_human,
+    result_labels,
+)
 
 Report = Callable[[str], None]
 
@@ -149,7 +155,7 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
         report(f"fine-tuning {parent} on {cases.count('human')} annotated images"
                + (f" and {cases.count('pseudo')} pseudo-labels" if rest else ""))  # fmt: skip
         ws = ctx.dir.workspace
-        export_dataset(ws, cases.cases)
+        export_dataset(ws, oversample_human(cases.cases))
         preprocess(ws)
         budget = TrainBudget(
             epochs=settings.finetune_epochs,

@@ -7,7 +7,7 @@ Annotations are only read, never changed. A task with neither is left out and re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,21 @@ def cases_from_tasks(
         labels = results_to_labels(result, image.shape[0], image.shape[1], from_name=config.from_name)
         report.cases.append(Case(task_case_id(task), image, labels, source))
     return report
+
+
+def oversample_human(cases: Sequence[Case]) -> list[Case]:
+    """The cases with each human one repeated (under new ids) until they make up about half.
+
+    nnU-Net draws training cases uniformly: five corrected images among 95 pseudo-labels would be
+    in one sample out of twenty, and the corrections would hardly count.
+    """
+    human = [c for c in cases if c.source == "human"]
+    others = [c for c in cases if c.source != "human"]
+    if not human or not others:
+        return list(cases)
+    copies = max(1, round(len(others) / len(human)))
+    repeated = [replace(c, id=f"{c.id}_copy{i}") if i else c for c in human for i in range(copies)]
+    return others + repeated
 
 
 def result_labels(

@@ -13,10 +13,11 @@ from activeseg.imageio import read_image, read_label_image
 from activeseg.labelconfig import load_label_config
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
+from activeseg.nnunet.dataset import Case
 from ml_backend.images import ImageSource
 from ml_backend.pseudolabelers.classical import ClassicalLabeler
 from orchestrator.project_setup import import_images, stage_images
-from orchestrator.training_data import best_labels, cases_from_tasks, task_case_id
+from orchestrator.training_data import best_labels, cases_from_tasks, oversample_human, task_case_id
 
 CONFIG = load_label_config()
 
@@ -73,3 +74,16 @@ def test_cases_prefer_human_annotations(
 )  # fmt: skip
 def test_best_labels(task: dict, expected: tuple | None) -> None:
     assert best_labels(task, CONFIG, pseudo_version="v1") == expected
+
+
+def test_oversampling_gives_the_few_corrections_about_half_the_samples() -> None:
+    image, labels = np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint16)
+    human = [Case(f"h{i}", image, labels, "human") for i in range(3)]
+    pseudo = [Case(f"p{i}", image, labels, "pseudo") for i in range(20)]
+    cases = oversample_human(pseudo + human)
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids)) == 20 + 3 * 7  # round(20 / 3) copies of each correction
+    assert sum(c.source == "human" for c in cases) == 21
+    assert {i.split("_copy")[0] for i in ids if i.startswith("h")} == {"h0", "h1", "h2"}
+    assert oversample_human(human) == human and oversample_human(pseudo) == pseudo  # nothing to balance
+    assert [c.id for c in oversample_human(human + pseudo[:2])] == ["p0", "p1", "h0", "h1", "h2"]
