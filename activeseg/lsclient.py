@@ -25,7 +25,14 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 
 class LabelStudioError(RuntimeError):
-    """A Label Studio call failed; the message is one line meant for the user."""
+    """A Label Studio call failed; the message is one line meant for the user.
+
+    ``status`` is the HTTP status Label Studio answered with (None: no answer at all).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LabelStudioAuth:
@@ -98,7 +105,7 @@ class LabelStudioClient:
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            raise LabelStudioError(self._explain(what, exc.status_code, exc.body)) from None
+            raise LabelStudioError(self._explain(what, exc.status_code, exc.body), exc.status_code) from None
         except httpx.ConnectError:
             raise LabelStudioError(
                 f"cannot reach Label Studio at {self.url} ({what}): is it running, and is "

@@ -156,6 +156,20 @@ def _cmd_labelstudio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_label_studio() -> None:
+    """Refuse to start a service with a key Label Studio rejects; only warn while Label Studio
+    does not answer (under compose or systemd it may come up after us)."""
+    from activeseg.lsclient import LabelStudioClient
+
+    require_credentials()
+    try:
+        LabelStudioClient(timeout=10).whoami()
+    except LabelStudioError as exc:
+        if exc.status in (401, 403):
+            raise
+        print(f"activeseg: warning: {exc}; starting anyway", file=sys.stderr)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -163,7 +177,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ml_backend.config import BackendConfig
     from ml_backend.server import serve
 
-    require_credentials()
+    _check_label_studio()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = BackendConfig.from_env()
     if args.pseudolabeler:
@@ -356,7 +370,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from activeseg.worker import Worker, run_rq_worker
 
-    require_credentials()  # every job reads the project from Label Studio
+    _check_label_studio()  # every job reads the project from Label Studio
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model_dir = args.model_dir or default_model_dir()
     os.environ["MODEL_DIR"] = str(model_dir)  # what RQ jobs and job processes read

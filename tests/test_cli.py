@@ -20,7 +20,7 @@ from PIL import Image
 from services import require_program
 
 from activeseg.lsclient import LabelStudioClient
-from activeseg.lsserver import free_port, prepare_from_template
+from activeseg.lsserver import LabelStudioServer, free_port, prepare_from_template
 from activeseg.projectstate import ProjectDir
 from orchestrator.cli import main
 from orchestrator.demo import ANNOTATOR_EMAIL, server_for
@@ -368,3 +368,28 @@ def test_services_refuse_to_start_without_credentials(
     assert main([command]) == 2
     assert "BASIC_AUTH_PASS" in capsys.readouterr().err
     assert not (tmp_path / "md").exists()  # refused before touching anything
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_services_refuse_a_rejected_key_and_wait_for_an_absent_server(
+    label_studio: LabelStudioServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0123456789abcdef-not-the-token")
+    for command in ("serve", "worker"):
+        assert main([command]) == 2
+        err = capsys.readouterr().err
+        assert "rejected the API key" in err and "LABEL_STUDIO_API_KEY" in err
+        assert "0123456789abcdef" not in err
+    # Label Studio not up yet (compose or systemd may start it later): a warning, not a refusal
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    assert main(["worker", "--burst"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: cannot reach Label Studio at http://127.0.0.1:9" in captured.err
+    assert "activeseg worker: jobs from" in captured.out
