@@ -10,7 +10,9 @@ Rules, per Label Studio project:
   trigger while an equal job is past its checks and working (``stage`` ``"working"``): a second
   "Start Training" during training returns the running job's id;
 - a running job whose process has died is marked ``failed`` (:meth:`JobStore.reap`) and can be
-  re-run with :meth:`JobStore.rerun`.
+  re-run with :meth:`JobStore.rerun`. On the job's own host that is seen at once (its process is
+  gone); a job of another host (a remote worker) counts as dead when it has not recorded a
+  heartbeat (:meth:`JobStore.beating`) for :data:`STALE_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,10 @@ KINDS = ("coreset-check", "pretrain", "finetune", "rank")
 CHECK_RECORDS_KEPT_S = 24 * 3600
 #: ``stage`` of a running job that has passed its checks and is doing the expensive part
 WORKING = "working"
+#: a running job records a heartbeat this often...
+HEARTBEAT_S = 60.0
+#: ...and one of another host with none for this long is taken for dead (its machine was lost)
+STALE_AFTER_S = 600.0
 
 
 def jobs_dir(model_dir: Path) -> Path:
@@ -63,6 +71,7 @@ class Job:
     finished_at: float | None = None
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    heartbeat_at: float | None = None
 
     @property
     def active(self) -> bool:
@@ -98,6 +107,19 @@ def _pid_alive(pid: int, since: float | None = None) -> bool:
         return True
     started = boot + ticks / os.sysconf("SC_CLK_TCK")
     return started <= since + 5.0  # btime has whole seconds
+
+
+def _why_dead(job: Job) -> str | None:
+    """Why a running job cannot be running any more, or None while it may be."""
+    if job.host == socket.gethostname():
+        if job.pid and not _pid_alive(job.pid, job.started_at):
+            return f"its process {job.pid} died"
+        return None
+    last = job.heartbeat_at or job.started_at or job.created_at
+    silent = time.time() - last
+    if silent > STALE_AFTER_S:
+        return f"no heartbeat from host {job.host} for {silent / 60:.0f} min (its worker was lost)"
+    return None
 
 
 class JobStore:
@@ -206,14 +228,36 @@ class JobStore:
             stage="",
         )
 
+    @contextlib.contextmanager
+    def beating(self, job_id: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+        """Record the job's ``heartbeat_at`` now and every ``every`` seconds while the block runs,
+        so that workers on other hosts can tell a live job from one whose machine was lost."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.update(job_id, heartbeat_at=time.time())
+                except Exception as exc:  # a missed beat is no reason to stop the job
+                    log.warning("job %s: could not record a heartbeat: %s", job_id, exc)
+
+        self.update(job_id, heartbeat_at=time.time())
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def reap(self) -> list[Job]:
         """Mark running jobs whose process is gone as failed; returns them."""
         with self._locked():
             return self._reap_locked()
 
     def fail(self, job_id: str, reason: str) -> Job:
-        """Mark a running job failed by hand: for a job whose worker died on another machine, which
-        the automatic check (same host only) cannot see."""
+        """Mark a running job failed by hand: for a job whose worker died on another machine,
+        without waiting for its heartbeat to go stale."""
         with self._locked():
             job = self.get(job_id)
             if job.status != RUNNING:
@@ -223,25 +267,11 @@ class JobStore:
     def _reap_locked(self) -> list[Job]:
         self._prune_locked()
         dead = []
-        here = socket.gethostname()
         for job in self.list():
-            if (
-                job.status == RUNNING
-                and job.host == here
-                and job.pid
-                and not _pid_alive(job.pid, job.started_at)
-            ):
-                dead.append(
-                    self._write(
-                        replace(
-                            job,
-                            status=FAILED,
-                            finished_at=time.time(),
-                            error=f"its process {job.pid} died during stage {job.stage!r}; "
-                            f"re-run with: activeseg jobs rerun {job.id}",
-                        )
-                    )
-                )
+            why = _why_dead(job) if job.status == RUNNING else None
+            if why:
+                error = f"{why} during stage {job.stage!r}; re-run with: activeseg jobs rerun {job.id}"
+                dead.append(self._write(replace(job, status=FAILED, finished_at=time.time(), error=error)))
         return dead
 
     def _prune_locked(self) -> None:

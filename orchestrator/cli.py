@@ -744,7 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
         "jobs",
         help="list jobs, re-run a failed one, or mark one failed by hand",
         description="A job whose process died on this machine is marked failed by itself; one that ran on "
-        "another machine (an RQ worker that was lost) is marked failed with 'jobs fail ID'.",
+        "another machine (an RQ worker that was lost) after 10 minutes without a heartbeat, or at once "
+        "with 'jobs fail ID'.",
     )
     p.add_argument("action", nargs="?", choices=["list", "rerun", "fail"], default="list")
     p.add_argument("id", nargs="?", help="job id (for rerun)")

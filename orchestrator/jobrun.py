@@ -94,7 +94,8 @@ def wake_workers() -> None:
 def execute(job: Job, store: JobStore, model_dir: Path) -> Job:
     """Run a claimed job here and record its outcome; exceptions are recorded, then re-raised."""
     try:
-        result = run_job(job, store, model_dir)
+        with store.beating(job.id):
+            result = run_job(job, store, model_dir)
     except BaseException as exc:
         store.finish(job.id, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise

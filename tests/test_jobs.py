@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from activeseg.jobs import DONE, FAILED, QUEUED, RUNNING, WORKING, JobError, JobStore
+from activeseg.jobs import DONE, FAILED, QUEUED, RUNNING, STALE_AFTER_S, WORKING, Job, JobError, JobStore
 from activeseg.worker import Worker
+from orchestrator import jobrun
 from orchestrator.jobrun import _terminate_handler, execute
 
 
@@ -163,9 +164,9 @@ def test_idle_checks_are_pruned_and_lost_jobs_can_be_failed(tmp_path: Path) -> N
     assert [j.id for j in store.list()] == [trained.id]  # the record of a fine-tune stays
     remote, _ = store.submit("pretrain", 3, "cli")
     store.claim()
-    store.update(remote.id, host="gpu-box-that-died")  # the reaper only judges its own host
+    store.update(remote.id, host="gpu-box-that-died")  # its heartbeat is recent: it may be running
     assert store.reap() == [] and store.get(remote.id).status == RUNNING
-    failed = store.fail(remote.id, "lost")
+    failed = store.fail(remote.id, "lost")  # the admin knows better, without waiting
     assert failed.status == FAILED and store.rerun(remote.id).status == QUEUED
     with pytest.raises(JobError, match="not running"):
         store.fail(remote.id, "again")
@@ -193,3 +194,47 @@ def test_sigterm_fails_the_job_but_kills_its_forked_helpers() -> None:
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM
+
+
+def test_a_remote_job_is_failed_when_its_heartbeat_stops(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job, _ = store.submit("pretrain", 1, "webhook")
+    store.claim()
+    with store.beating(job.id, every=0.05):
+        first = store.get(job.id).heartbeat_at
+        assert first is not None
+        deadline = time.time() + 10
+        while store.get(job.id).heartbeat_at == first and time.time() < deadline:
+            time.sleep(0.02)
+        assert store.get(job.id).heartbeat_at > first  # beats while the block runs
+    last = store.get(job.id).heartbeat_at
+    time.sleep(0.2)
+    assert store.get(job.id).heartbeat_at == last  # and stops after it
+    # seen from another host: alive while it beats, dead once it has been silent too long
+    store.update(job.id, host="gpu-box", heartbeat_at=time.time() - STALE_AFTER_S + 60)
+    assert store.reap() == [] and store.get(job.id).status == RUNNING
+    store.update(job.id, heartbeat_at=time.time() - STALE_AFTER_S - 60)
+    (reaped,) = store.reap()
+    assert reaped.id == job.id and reaped.status == FAILED
+    assert "no heartbeat from host gpu-box for 11 min" in (reaped.error or "")
+    assert f"activeseg jobs rerun {job.id}" in (reaped.error or "")
+    # a record without heartbeats (an older worker) is judged by when it started
+    old, _ = store.submit("pretrain", 2, "cli")
+    store.claim()
+    store.update(old.id, host="gpu-box", started_at=time.time() - 2 * STALE_AFTER_S)
+    assert [j.id for j in store.reap()] == [old.id]
+
+
+def test_execute_beats_while_the_job_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = JobStore(tmp_path)
+    job, _ = store.submit("pretrain", 1, "cli")
+    job = store.claim()
+    seen = []
+
+    def fake_run(job: Job, store: JobStore, model_dir: Path) -> dict:
+        seen.append(store.get(job.id).heartbeat_at)
+        return {"status": "trained"}
+
+    monkeypatch.setattr(jobrun, "run_job", fake_run)
+    done = execute(job, store, tmp_path)
+    assert done.status == DONE and seen[0] is not None and seen[0] <= time.time()
