@@ -71,7 +71,7 @@ class Settings:
     strategy: str = "hybrid"
     budget: str = "5%"
     seed: int = 0
-    with_pseudo: bool = False  # fine-tune on pseudo-labels of unannotated tasks too
+    with_pseudo: bool = True  # fine-tune on the other tasks' pseudo-labels too (docs/results.md)
     eval_labels: str | None = None  # folder of ground-truth label images, by image name
 
 

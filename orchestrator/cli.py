@@ -548,9 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations-per-epoch", type=int, default=50, help="default: %(default)s")
     p.add_argument(
         "--finetune-with-pseudo",
-        action="store_true",
-        help="the selection arms also fine-tune on the other pool images' pseudo-labels, their k "
-        "corrected images repeated to about half of the samples (as 'finetune --with-pseudo')",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the selection arms fine-tune on their k corrected images, repeated to about half of the "
+        "samples, plus the other pool images' pseudo-labels, as 'activeseg finetune' does by default; "
+        "--no-finetune-with-pseudo: on the k images only (default: on)",
     )
     p.add_argument(
         "--no-full",
@@ -668,8 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune",
         help="fine-tune nnU-Net on the corrected core-set and serve the new model",
         description="When every core-set task has a submitted annotation, fine-tune the newest model on the "
-        "human annotations, score every task, and have the ML backend serve the new model. The ML backend "
-        "does this by itself when Label Studio's webhooks say the core-set is done.",
+        "human annotations together with the other tasks' pseudo-labels, score every task, and have the ML "
+        "backend serve the new model. The ML backend does this by itself when Label Studio's webhooks say "
+        "the core-set is done.",
     )
     project_args(p)
     p.add_argument("--force", action="store_true", help="fine-tune even if the core-set is incomplete")
@@ -681,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also train on the pseudo-labels of unannotated tasks, with the annotated images "
-        "repeated to about half of the samples (saved)",
+        "repeated to about half of the samples (saved; default: on; --no-with-pseudo trains on the "
+        "annotations only)",
     )
     p.add_argument("--eval-labels", type=Path, default=None, help="as for pretrain")
     p.set_defaults(func=_cmd_finetune)

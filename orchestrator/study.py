@@ -8,19 +8,21 @@ budget and is scored on the same held-out images:
 | pseudo-labels | nothing: the pseudo-labeller's own masks |
 | pseudo model | P iterations on the pool's pseudo-labels (the loop's ``pretrain``), shared by all seeds |
 | pseudo only | the pseudo model + F more iterations on the pool's pseudo-labels |
-| random, instance-random, ours | the pseudo model + F iterations on k images corrected to ground truth |
-|  | (with ``finetune_with_pseudo``: plus the other pool images' pseudo-labels, the k repeated) |
+| random, instance-random, ours | the pseudo model + F iterations on k images corrected to ground truth, |
+|  | repeated, plus the other pool images' pseudo-labels (or the k alone: ``finetune_with_pseudo``) |
 | full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
 | full, from scratch | P + F iterations on every pool image's ground truth |
 
 The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
 careful person submits. "ours" ranks the pool as ``activeseg rank`` does after pretraining (the
 pseudo model's foreground entropy and bottleneck features, the default strategy); fine-tuning uses
-the loop's own defaults (annotated images only, learning rate 1e-3). A seed sets the selection and
+the loop's own defaults (the corrected images repeated to about half of the samples plus the other
+images' pseudo-labels, learning rate 1e-3). A seed sets the selection and
 torch's generator; nnU-Net's augmentation workers draw their own randomness, so seeds also show
-the run-to-run spread of training. ``finetune_with_pseudo`` makes the selection arms fine-tune as
-``activeseg finetune --with-pseudo`` does; ``full=False`` leaves out the two fully supervised arms
-(for a second study that changes only how the selection arms fine-tune).
+the run-to-run spread of training. ``finetune_with_pseudo=False`` makes the selection arms
+fine-tune on their k images only (``activeseg finetune --no-with-pseudo``); ``full=False`` leaves
+out the two fully supervised arms (for a second study that changes only how the selection arms
+fine-tune).
 
 Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash during training
 resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
@@ -35,7 +37,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,8 @@ FULL_FROM_PSEUDO = "full, from pseudo model"
 FULL_FROM_SCRATCH = "full, from scratch"
 PRETRAINED = "pseudo-r0"
 POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
+#: what a study folder made before a setting existed was run with
+SETTINGS_BEFORE_THEY_EXISTED = {"finetune_with_pseudo": False}
 
 Report = Callable[[str], None]
 
@@ -80,7 +84,7 @@ class StudyConfig:
     iterations_per_epoch: int = 50
     pretrain_lr: float = 1e-2
     finetune_lr: float = 1e-3
-    finetune_with_pseudo: bool = False  # selection arms: + pseudo-labels of the rest, k oversampled
+    finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled
     full: bool = True  # run the fully supervised arms
     device: str = "cpu"
     workers: int = 2  # nnU-Net's augmentation processes (0: in the training process)
@@ -173,10 +177,8 @@ class Study:
         path = self.out / "study.json"
         mine = self.config.fingerprint()
         if path.is_file():
-            theirs = json.loads(path.read_text())
-            # a setting added after the folder was made reads as its default there
-            defaults = {f.name: f.default for f in fields(StudyConfig)}
-            changed = sorted(k for k in mine if theirs.get(k, defaults.get(k)) != mine[k])
+            theirs = {**SETTINGS_BEFORE_THEY_EXISTED, **json.loads(path.read_text())}
+            changed = sorted(k for k in mine if theirs.get(k) != mine[k])
             if changed:
                 raise LoopError(f"{self.out} holds a study with other settings ({', '.join(changed)}); "
                                 "use another --out or the same settings")  # fmt: skip

@@ -71,25 +71,27 @@ def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
     with pytest.raises(LoopError, match="other settings \\(finetune_iterations\\)"):
         Study(config(pool_size=10, finetune_iterations=100), tmp_path)
     with pytest.raises(LoopError, match="other settings \\(finetune_with_pseudo\\)"):
-        Study(config(pool_size=10, finetune_with_pseudo=True), tmp_path)
+        Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
     # the fully supervised arms can be left out of a plan; it does not change any run
     short = Study(config(pool_size=10, budgets=("10%", "20%"), seeds=(0, 1), full=False), tmp_path).plan()
     assert short == [r for r in plan if r.arm not in (FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)]
-    # a folder made before a setting existed holds that setting's default
+    # a folder made before fine-tuning with pseudo-labels existed was run without them
     settings = json.loads((tmp_path / "study.json").read_text())
     del settings["finetune_with_pseudo"]
     (tmp_path / "study.json").write_text(json.dumps(settings))
-    Study(config(pool_size=10), tmp_path)
+    Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
+    with pytest.raises(LoopError, match="other settings \\(finetune_with_pseudo\\)"):
+        Study(config(pool_size=10), tmp_path)
 
 
 @needs_data
-def test_selection_arms_fine_tune_with_pseudo_labels_when_asked(tmp_path: Path) -> None:
-    """--finetune-with-pseudo: the k corrected images (ground truth, repeated) + the rest's pseudo-labels."""
-    plain = Study(config(pool_size=8), tmp_path / "plain")
+def test_selection_arms_fine_tune_with_pseudo_labels_unless_told_not_to(tmp_path: Path) -> None:
+    """By default the k corrected images (ground truth, repeated) + the rest's pseudo-labels."""
+    plain = Study(config(pool_size=8, finetune_with_pseudo=False), tmp_path / "plain")
     picked = [im.id for im in plain.pool[:2]]
     cases = plain.training_cases("random", picked)
     assert [(c.id, c.source) for c in cases] == [(i, "human") for i in picked]
-    mixed = Study(config(pool_size=8, finetune_with_pseudo=True), tmp_path / "mixed")
+    mixed = Study(config(pool_size=8), tmp_path / "mixed")
     cases = mixed.training_cases("ours", picked)
     human = [c for c in cases if c.source == "human"]
     pseudo = [c for c in cases if c.source == "pseudo"]
