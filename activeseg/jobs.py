@@ -82,6 +82,8 @@ class Job:
         """One line on where the job is or how it ended."""
         if self.status in (DONE, FAILED):
             return self.error or str(self.result.get("status", ""))
+        if self.status == RUNNING and self.heartbeat_at is not None:
+            return f"{self.stage} on {self.host}, heartbeat {time.time() - self.heartbeat_at:.0f} s ago"
         return self.stage
 
 
