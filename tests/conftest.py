@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,16 +46,6 @@ def small_dataset(sample_dir: Path, target: Path, n: int = 20) -> Path:
             (target / sub).mkdir(parents=True, exist_ok=True)
             shutil.copy(src, target / sub / f"{sample.id}.png")
     return target
-
-
-def wait_for(what: str, check, timeout: float = 600.0, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ground_truth_result(dataset: Path, task: dict) -> list[dict]:

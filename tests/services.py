@@ -33,15 +33,21 @@ def require_program(name: str, *candidates: str, package: str) -> str:
     pytest.skip(message)
 
 
-def wait_until(what: str, ready, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``ready()`` until it is true; raise if ``proc`` exits or ``timeout`` seconds pass."""
+def wait_for(
+    what: str, check, timeout: float = 600.0, every: float = 0.5, proc: subprocess.Popen | None = None
+):
+    """Poll ``check()`` until it returns something true, and return that; fail if ``proc`` (the
+    program being waited for) exits first or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
-    while not ready():
+    while True:
+        value = check()
+        if value:
+            return value
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode} while starting")
+            raise AssertionError(f"{what}: the process exited with status {proc.returncode}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not come up in {timeout:g} s")
-        time.sleep(0.2)
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
 
 
 class RedisServer:
@@ -68,7 +74,7 @@ class RedisServer:
                 return False
 
         try:
-            wait_until("redis-server", pings, 20, self.process)
+            wait_for("redis-server", pings, timeout=20, every=0.1, proc=self.process)
         except Exception:
             self.stop()
             raise

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ThreadedServer, ground_truth_result, retrieve_predictions, small_dataset, wait_for
+from conftest import ThreadedServer, ground_truth_result, retrieve_predictions, small_dataset
+from services import wait_for
 
 from activeseg.datasets import read_dataset
 from activeseg.jobs import DONE, FAILED, RUNNING, WORKING, Job, JobStore, jobs_dir

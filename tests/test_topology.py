@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ground_truth_result, retrieve_predictions, small_dataset, wait_for
-from services import PostgresServer, RedisServer
+from conftest import ground_truth_result, retrieve_predictions, small_dataset
+from services import PostgresServer, RedisServer, wait_for
 
 from activeseg.jobs import DONE, JobStore, jobs_dir
 from activeseg.lsclient import LabelStudioClient
@@ -138,13 +138,10 @@ def test_one_round_with_every_service_in_its_own_process(
     worker = Service(["worker"], env, tmp_path / "worker.log", tmp_path)
     outputs: dict[str, str] = {}
     try:
-        wait_for("the backend", lambda: _healthy(backend_url, basic_auth), timeout=120)
+        wait_for("the backend", lambda: _healthy(backend_url, basic_auth), timeout=120, proc=backend.process)
         assert requests.get(f"{backend_url}/health", timeout=5).status_code == 401  # basic auth is on
         assert "Control socket" not in backend.text()  # none in $HOME, shared by other backends
-        wait_for(
-            "the RQ worker", lambda: "Listening on" in worker.text() or worker.process.poll() is not None
-        )
-        assert worker.process.poll() is None, worker.text()[-3000:]
+        wait_for("the RQ worker", lambda: "Listening on" in worker.text(), proc=worker.process)
 
         # the admin's round, each command in its own process
         outputs["init"] = activeseg(env, tmp_path, "init", "--images", str(dataset), "--project", "topology")
