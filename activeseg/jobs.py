@@ -83,7 +83,8 @@ class Job:
         if self.status in (DONE, FAILED):
             return self.error or str(self.result.get("status", ""))
         if self.status == RUNNING and self.heartbeat_at is not None:
-            return f"{self.stage} on {self.host}, heartbeat {time.time() - self.heartbeat_at:.0f} s ago"
+            where = f"{self.host} (process {self.pid})" if self.pid else self.host
+            return f"{self.stage} on {where}, heartbeat {time.time() - self.heartbeat_at:.0f} s ago"
         return self.stage
 
 

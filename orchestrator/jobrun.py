@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -121,6 +122,8 @@ def _terminate_handler(job_pid: int) -> Callable[[int, FrameType | None], None]:
 def _child_main(model_dir: str, job_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
+    # `kill -USR1 <pid>` writes every thread's stack to the job's log: where a stuck job waits
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     store = JobStore(jobs_dir(Path(model_dir)))
     job = store.update(job_id, pid=os.getpid())
     try:

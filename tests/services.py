@@ -15,7 +15,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,19 +36,28 @@ def require_program(name: str, *candidates: str, package: str) -> str:
 
 
 def wait_for(
-    what: str, check, timeout: float = 600.0, every: float = 0.5, proc: subprocess.Popen | None = None
-):
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 600.0,
+    every: float = 0.5,
+    proc: subprocess.Popen | None = None,
+    explain: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``check()`` until it returns something true, and return that; fail if ``proc`` (the
-    program being waited for) exits first or ``timeout`` seconds pass."""
+    program being waited for) exits first or ``timeout`` seconds pass, adding ``explain()`` (what
+    the failure report should show, e.g. the log of the awaited job) to the message."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
+        failure = None
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with status {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            failure = f"{what}: the process exited with status {proc.returncode}"
+        elif time.monotonic() > deadline:
+            failure = f"timed out waiting for {what}"
+        if failure:
+            raise AssertionError(f"{failure}\n{explain()}" if explain else failure)
         time.sleep(every)
 
 

@@ -192,6 +192,17 @@ def _red_fraction(screenshot: Path, box: dict[str, float]) -> float:
     return float(np.mean((r > 120) & (r > 1.8 * g) & (r > 1.8 * b)))
 
 
+def _save_failure(driver: WebDriver, folder: Path) -> None:
+    """Keep the page and a screenshot of a failed browser test, if the browser still answers soon:
+    a hung page must not hide the failure behind the driver's own 120 s timeouts and retries."""
+    driver.command_executor.client_config.timeout = 15
+    try:
+        (folder / "page.html").write_text(driver.page_source)
+        driver.save_screenshot(str(folder / "failure.png"))
+    except Exception as exc:
+        print(f"could not save the failed page from the browser: {type(exc).__name__}: {exc}")
+
+
 @pytest.mark.slow
 @pytest.mark.labelstudio
 def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_path: Path) -> None:
@@ -238,8 +249,7 @@ def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_
         box = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", image)
         driver.save_screenshot(str(screenshot))
     except Exception:
-        (tmp_path / "page.html").write_text(driver.page_source)
-        driver.save_screenshot(str(tmp_path / "failure.png"))
+        _save_failure(driver, tmp_path)
         raise
     finally:
         driver.quit()

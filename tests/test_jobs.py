@@ -211,7 +211,8 @@ def test_a_remote_job_is_failed_when_its_heartbeat_stops(tmp_path: Path) -> None
     last = store.get(job.id).heartbeat_at
     time.sleep(0.2)
     assert store.get(job.id).heartbeat_at == last  # and stops after it
-    assert store.get(job.id).detail.startswith(f"starting on {socket.gethostname()}, heartbeat 0 s ago")
+    where = f"{socket.gethostname()} (process {os.getpid()})"  # the PID for `kill -USR1` (docs/admin.md)
+    assert store.get(job.id).detail.startswith(f"starting on {where}, heartbeat 0 s ago")
     # seen from another host: alive while it beats, dead once it has been silent too long
     store.update(job.id, host="gpu-box", heartbeat_at=time.time() - STALE_AFTER_S + 60)
     assert store.reap() == [] and store.get(job.id).status == RUNNING

@@ -7,9 +7,12 @@ the webhook makes the backend's worker fine-tune once -> the new model is served
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -115,14 +118,26 @@ def test_full_loop(
         store = JobStore(jobs_dir(model_dir))
         job, _ = store.submit("pretrain", pid, "test")
         models = ctx.dir.root / "nnunet" / "models" / "nnunet-r0"
-        wait_for("training to start", models.is_dir, timeout=300)
+        report = partial(_job_report, store, job.id)
+
+        def training_started() -> bool:
+            assert store.get(job.id).active, f"the job ended before training\n{report()}"
+            return models.is_dir()
+
+        wait_for("training to start", training_started, timeout=300, explain=report)
         running = store.get(job.id)
         assert running.status == RUNNING and running.stage == WORKING
+        # `kill -USR1` writes the job's thread stacks to its log (docs/admin.md) and does not stop it
+        log = store.root / f"{job.id}.log"
+        os.kill(running.pid, signal.SIGUSR1)
+        wait_for("the stacks in the job log", lambda: "most recent call first" in log.read_text(), 30)
+        assert "jobrun.py" in log.read_text() and store.get(job.id).status == RUNNING
         os.killpg(running.pid, signal.SIGKILL)  # the job process and its data-loader children
         failed = wait_for("the kill to be noticed", lambda: _finished(store, job.id), timeout=60)
         assert failed.status == FAILED and "signal 9" in (failed.error or "")
         rerun = store.rerun(job.id)
-        done = wait_for("the re-run", lambda: _finished(store, rerun.id), timeout=900)
+        done = wait_for("the re-run", lambda: _finished(store, rerun.id), timeout=900,
+                        explain=partial(_job_report, store, rerun.id))  # fmt: skip
         assert done.status == DONE, done.error
         state = ctx.state()
         assert state.pretrained == "nnunet-r0" and state.pseudo_version == pre.model_version
@@ -161,7 +176,8 @@ def test_full_loop(
         before = {t: _annotation_facts(ls_client, t) for t in rnd.coreset}
 
         # 6. the webhook's core-set check fine-tunes, once; triggers during training join that job
-        check = wait_for("a fine-tuning job", lambda: _working_check(store, pid), timeout=300)
+        check = wait_for("a fine-tuning job", lambda: _working_check(store, pid), timeout=300,
+                         explain=partial(_job_report, store))  # fmt: skip
         for _ in range(2):
             event = {"action": "START_TRAINING", "project": {"id": pid}}
             r = requests.post(f"{backend.url}/webhook", json=event, auth=AUTH, timeout=5)
@@ -169,7 +185,8 @@ def test_full_loop(
             # joined while training; only if training had just ended is a (harmless) new check queued
             assert r.json()["job"] == check.id or store.get(check.id).status == DONE
         ls_client.sdk.ml.train(id=init.ml_backend_id)  # Label Studio's own "Start Training" call
-        finished = wait_for("fine-tuning", lambda: _finished(store, check.id), timeout=900)
+        finished = wait_for("fine-tuning", lambda: _finished(store, check.id), timeout=900,
+                            explain=partial(_job_report, store, check.id))  # fmt: skip
         assert finished.status == DONE and finished.result == {"status": "fine-tuned", "model": "nnunet-r1"}
         wait_for("the queue to drain", lambda: not any(j.active for j in store.list(pid)), timeout=120)
         trained = [j for j in store.list(pid) if j.result.get("status") == "fine-tuned"]
@@ -213,6 +230,20 @@ def test_full_loop(
 def _annotation_facts(client: LabelStudioClient, task_id: int) -> list[tuple]:
     """What must never change in an annotation (not e.g. Label Studio's "created 1 minute ago")."""
     return [(a["id"], a["result"], a["updated_at"], a["was_cancelled"]) for a in client.annotations(task_id)]
+
+
+def _job_report(store: JobStore, job_id: str | None = None) -> str:
+    """What a failure should show about a job (default: the latest): its record and the end of its
+    log, with the stacks of its threads while it still runs (a job that hangs shows where)."""
+    job = store.get(job_id) if job_id else store.list()[-1]
+    job_id = job.id
+    log = store.root / f"{job_id}.log"
+    if job.status == RUNNING and job.pid and job.pid != os.getpid():  # not yet the worker's child: no signal
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job.pid, signal.SIGUSR1)
+            time.sleep(2)
+    tail = log.read_text(errors="replace")[-8000:] if log.is_file() else "(no log yet)"
+    return f"{job}\n--- the end of {log} ---\n{tail}"
 
 
 def _finished(store: JobStore, job_id: str) -> Job | None:

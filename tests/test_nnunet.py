@@ -63,6 +63,30 @@ def test_export_is_idempotent_and_complete(tmp_path: Path, sample_dir: Path) -> 
     np.testing.assert_array_equal(img, model_channels(cases[0].image)[0])  # raw values, one channel
 
 
+def test_export_lists_its_files_for_nnunet(
+    tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nnU-Net reads the files from dataset.json's listing; without one it would search the folder
+    with a fork pool, which can deadlock in our multi-threaded job processes."""
+    import nnunetv2.utilities.utils as nnunet_utils
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    cases = load_cases(sample_dir, 3)
+    export_dataset(ws, cases)
+    export_dataset(ws, cases[1:])  # the listing follows the latest export
+
+    def no_fork_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nnU-Net searched the dataset folder with its fork pool")
+
+    monkeypatch.setattr(nnunet_utils, "Pool", no_fork_pool)
+    found = nnunet_utils.get_filenames_of_train_images_and_targets(str(ws.dataset_dir))
+    assert sorted(found) == sorted(c.id for c in cases[1:])
+    for case_id, entry in found.items():
+        assert entry["images"] == [str(ws.dataset_dir / "imagesTr" / f"{case_id}_0000.png")]
+        assert entry["label"] == str(ws.dataset_dir / "labelsTr" / f"{case_id}.png")
+        assert all(Path(f).is_file() for f in [*entry["images"], entry["label"]])
+
+
 def test_export_errors(tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(WorkspaceError, match="does not exist"):
         Workspace.open(tmp_path / "missing")

@@ -85,6 +85,7 @@ def export_dataset(ws: Workspace, cases: Sequence[Case]) -> dict:
     (n_ch,) = n_channels
     images_dir, labels_dir = ws.dataset_dir / "imagesTr", ws.dataset_dir / "labelsTr"
     wanted: set[str] = set()
+    listing: dict[str, dict] = {}
     for case in cases:
         chans = _channels(case)
         if chans.shape[1:] != case.labels.shape:
@@ -94,12 +95,13 @@ def export_dataset(ws: Workspace, cases: Sequence[Case]) -> dict:
             )
         if (case.labels > 0).all():
             raise DatasetExportError(f"{case.id}: the labels have no background pixel; check the label image")
-        for c in range(n_ch):
-            name = f"{case.id}_{c:04d}.png"
-            _write_if_changed(images_dir / name, _png(chans[c]))
-            wanted.add(f"imagesTr/{name}")
-        _write_if_changed(labels_dir / f"{case.id}.png", _png(instances_to_classes(case.labels)))
-        wanted.add(f"labelsTr/{case.id}.png")
+        images = [f"imagesTr/{case.id}_{c:04d}.png" for c in range(n_ch)]
+        for c, name in enumerate(images):
+            _write_if_changed(ws.dataset_dir / name, _png(chans[c]))
+        label = f"labelsTr/{case.id}.png"
+        _write_if_changed(ws.dataset_dir / label, _png(instances_to_classes(case.labels)))
+        wanted.update([*images, label])
+        listing[case.id] = {"images": images, "label": label}
     for sub in (images_dir, labels_dir):
         for stale in sub.glob("*.png"):
             if f"{sub.name}/{stale.name}" not in wanted:
@@ -109,6 +111,9 @@ def export_dataset(ws: Workspace, cases: Sequence[Case]) -> dict:
         "labels": LABELS,
         "numTraining": len(cases),
         "file_ending": ".png",
+        # The files listed: without this nnU-Net finds them with a *fork* pool, and forking this
+        # multi-threaded job process (heartbeat, tqdm, torch threads) risks a deadlocked child.
+        "dataset": listing,
         "activeseg_sources": {c.id: c.source for c in cases},
     }
     _write_if_changed(ws.dataset_dir / "dataset.json", json.dumps(dataset, indent=1).encode())
