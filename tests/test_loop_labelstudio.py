@@ -130,8 +130,8 @@ def test_full_loop(
         # `kill -USR1` writes the job's thread stacks to its log (docs/admin.md) and does not stop it
         log = store.root / f"{job.id}.log"
         os.kill(running.pid, signal.SIGUSR1)
-        wait_for("the stacks in the job log", lambda: "most recent call first" in log.read_text(), 30)
-        assert "jobrun.py" in log.read_text() and store.get(job.id).status == RUNNING
+        wait_for("the main thread's stack in the job log", lambda: "in _child_main" in log.read_text(), 30)
+        assert "most recent call first" in log.read_text() and store.get(job.id).status == RUNNING
         os.killpg(running.pid, signal.SIGKILL)  # the job process and its data-loader children
         failed = wait_for("the kill to be noticed", lambda: _finished(store, job.id), timeout=60)
         assert failed.status == FAILED and "signal 9" in (failed.error or "")
