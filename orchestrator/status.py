@@ -27,6 +27,7 @@ class ProjectStatus:
     models: list[ModelInfo]
     jobs: list[Job]
     curve: Path | None
+    label_studio_url: str
 
 
 def curve_points(state: ProjectState, models: list[ModelInfo]) -> tuple[list[CurvePoint], str]:
@@ -68,6 +69,7 @@ def project_status(ctx: ProjectContext) -> ProjectStatus:
         models=models,
         jobs=jobs,
         curve=curve,
+        label_studio_url=ctx.client.url,
     )
 
 
@@ -86,6 +88,11 @@ def format_status(status: ProjectStatus) -> str:
             + (f", {len(cs.deleted)} deleted" if cs.deleted else "")
             + (f"; fine-tuned into {rnd.finetuned}" if rnd.finetuned else "")
         )
+        if cs.pending:
+            shown = ", ".join(map(str, cs.pending[:10])) + (" ..." if len(cs.pending) > 10 else "")
+            lines.append(f"  still to annotate: tasks {shown}")
+            project = f"{status.label_studio_url}/projects/{status.project_id}"
+            lines.append(f"  open the first: {project}/data?task={cs.pending[0]}")
     else:
         lines.append("no round ranked yet (activeseg rank)")
     if status.models or state.evaluations:

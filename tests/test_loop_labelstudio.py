@@ -158,6 +158,11 @@ def test_full_loop(
             assert tasks[task_id]["data"]["priority"] == rank
         views = [v.data for v in ls_client.sdk.views.list(project=pid)]
         assert any(v.get("title") == "Priority" and v["ordering"] == ["tasks:data.priority"] for v in views)
+        # status names the core-set tasks still to do, with a link that opens the first one
+        text = format_status(project_status(ctx))
+        first, second = rnd.coreset
+        assert f"core-set 0/2 annotated\n  still to annotate: tasks {first}, {second}\n" in text
+        assert f"open the first: {label_studio.url}/projects/{pid}/data?task={first}\n" in text
         # re-running rank changes nothing and duplicates nothing
         same = rank_project(ctx, progress=False)
         assert same.round.order == rnd.order and same.push.created == 0 and same.push.rescored == 0
@@ -207,6 +212,7 @@ def test_full_loop(
         status = project_status(ctx)
         text = format_status(status)
         assert "core-set 2/2 annotated" in text and "nnunet-r1" in text and "2 annotated" in text
+        assert "still to annotate" not in text
         assert status.curve is not None and status.curve.stat().st_size > 0
         report = export_project(ctx, tmp_path / "export")
         assert report.n_images == N_IMAGES and report.by_source == {"human": 2, "nnunet-r1": N_IMAGES - 2}
