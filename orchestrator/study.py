@@ -9,7 +9,7 @@ budget and is scored on the same held-out images:
 | pseudo model | P iterations on the pool's pseudo-labels (the loop's ``pretrain``), shared by all seeds |
 | pseudo only | the pseudo model + F more iterations on the pool's pseudo-labels |
 | random, instance-random, ours | the pseudo model + F iterations on k images corrected to ground truth, |
-|  | repeated, plus the other pool images' pseudo-labels (or the k alone: ``finetune_with_pseudo``) |
+|  | repeated, plus the other pool images' pseudo-labels (or the k alone: ``finetune_with_pseudo=False``) |
 | full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
 | full, from scratch | P + F iterations on every pool image's ground truth |
 

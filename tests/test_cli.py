@@ -161,7 +161,8 @@ BROWSER_MAX_MB = 6000
 class Chromium:
     """Headless Chromium through chromedriver, in a session of its own: no browser process outlives
     the ``with`` block, and a browser that grows past ``max_mb`` is killed (``ran_away`` says so)
-    instead of hanging the test and starving the machine."""
+    instead of hanging the test and starving the machine. A block that fails leaves the page and a
+    screenshot beside ``log`` if the browser still answers."""
 
     def __init__(self, log: Path, max_mb: int = BROWSER_MAX_MB) -> None:
         self.log, self.max_mb = log, max_mb
@@ -206,9 +207,16 @@ class Chromium:
                 self._kill()
                 return
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
+        # a hung page must not hide the failure behind the driver's 60 s timeouts and retries
         self.driver.command_executor.client_config.timeout = 15
+        if exc_type is not None and self.ran_away is None:
+            try:
+                (self.log.parent / "page.html").write_text(self.driver.page_source)
+                self.driver.save_screenshot(str(self.log.parent / "failure.png"))
+            except Exception as error:
+                print(f"could not save the failed page from the browser: {type(error).__name__}: {error}")
         with contextlib.suppress(Exception):
             self.driver.quit()
         deadline = time.monotonic() + 10
@@ -280,17 +288,6 @@ def _annotator_view(
     return shown_id, indices, box
 
 
-def _save_failure(driver: WebDriver, folder: Path) -> None:
-    """Keep the page and a screenshot of a failed browser test, if the browser still answers soon:
-    a hung page must not hide the failure behind the driver's own 120 s timeouts and retries."""
-    driver.command_executor.client_config.timeout = 15
-    try:
-        (folder / "page.html").write_text(driver.page_source)
-        driver.save_screenshot(str(folder / "failure.png"))
-    except Exception as exc:
-        print(f"could not save the failed page from the browser: {type(exc).__name__}: {exc}")
-
-
 @pytest.mark.slow
 @pytest.mark.labelstudio
 def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_path: Path) -> None:
@@ -318,12 +315,7 @@ def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_
         browser = Chromium(tmp_path / f"chromedriver-{attempt}.log")
         try:
             with browser as driver:
-                try:
-                    shown_id, indices, box = _annotator_view(driver, url, project.id, password, instances,
-                                                             screenshot)  # fmt: skip
-                except Exception:
-                    _save_failure(driver, tmp_path)
-                    raise
+                view = _annotator_view(driver, url, project.id, password, instances, screenshot)
             break
         except (WebDriverException, HTTPError) as exc:  # not an assertion on what was shown
             # a browser that hung or ran away gets one more go, in a new browser
@@ -332,6 +324,7 @@ def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_
                 raise AssertionError(f"the annotator's view did not come up twice; last: {why}") from exc
             print(f"attempt {attempt}: {why}; once more in a new browser")
     assert not browser.processes(), "browser processes outlived the test"
+    shown_id, indices, box = view
     assert shown_id == str(top)
     assert indices == set(range(1, instances + 1))
     assert _red_fraction(screenshot, box) > 0.001, "the brush masks are not drawn on the image"
