@@ -144,7 +144,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--window-size=1600,1000", "--force-device-scale-factor=1", "--no-first-run",
+    "--window-size=1000,700", "--force-device-scale-factor=1", "--no-first-run",
     "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--disable-default-apps", "--disable-domain-reliability",
     "--disable-client-side-phishing-detection",
@@ -154,7 +154,7 @@ UI_TIMEOUT = 120  # seconds for any one page state; the labelling view takes abo
 
 
 #: the labelling view of the demo's top task takes about 1 GB; a browser past this has run away
-#: (seen once on a busy 2-core machine: an 18 GB renderer that froze the page and swapped the machine)
+#: (seen with a 1600x1000 window and 200-500 regions: an 18 GB renderer that froze the page)
 BROWSER_MAX_MB = 6000
 
 
@@ -227,13 +227,14 @@ class Chromium:
 
 def _outliner_indices(driver: WebDriver, expected: int) -> set[int]:
     """Region numbers in the regions panel. It is a virtual list that renders only the rows in
-    view, so it is scrolled with the mouse wheel until a few turns bring no new numbers (each turn
-    brings several rows: ``expected`` turns are plenty)."""
+    view, so it is scrolled with the mouse wheel, half its height a turn (no row is skipped), until
+    a few turns bring no new numbers (each turn brings rows: ``expected`` turns are plenty)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.by import By
 
     holder = driver.find_element(By.CSS_SELECTOR, ".lsf-outliner-tree .lsf-tree-list-holder")
+    step = max(20, driver.execute_script("return arguments[0].clientHeight", holder) // 2)
     seen: set[int] = set()
     idle = 0
     for _ in range(expected + 10):
@@ -243,7 +244,7 @@ def _outliner_indices(driver: WebDriver, expected: int) -> set[int]:
         if idle == 3:
             return seen
         seen |= shown
-        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(holder), 0, 250).perform()
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(holder), 0, step).perform()
         time.sleep(0.2)
     raise AssertionError(f"the regions panel kept growing past {len(seen)} rows")
 
