@@ -1,80 +1,190 @@
-"""What does an nnU-Net training budget buy on this machine? mSA on held-out DSB2018 test images
-after training on the 541 DSB2018 fluorescence training images (ground-truth labels) for several
-budgets, with the time per iteration. It tells the loop which budget is worth paying on a CPU.
+"""What does a minute of nnU-Net training buy on this machine, with nnU-Net's own plan and with
+activeseg's compute-aware one? mSA on the held-out DSB2018 test images after training on the
+541 DSB2018 fluorescence training images for a time budget, side by side:
 
-    python benchmarks/nnunet_budget.py --budgets 250,1000,3000         # hours on 2 CPU cores
-    python benchmarks/nnunet_budget.py --budgets 50,200 --device cpu   # a quick look
+    plan   x  labels                                 x  minutes
+    stock     ground-truth (all 541 labels)             --minutes, e.g. 5,10,20,30
+    2d_lite   pseudo (their classical pseudo-labels)
 
-Resumable: the workspace (default benchmarks/out/nnunet_budget) keeps the preprocessed data and
-every finished model; a budget already trained is only evaluated again.
+with the classical pseudo-labels' own score on the test images as the reference line.
+
+    python benchmarks/nnunet_budget.py --minutes 10           # 4 runs, ~50 min on 2 CPU cores
+    python benchmarks/nnunet_budget.py --minutes 20,30 --plans 2d_lite
+    python benchmarks/nnunet_budget.py --report-only          # table, JSON and PNG of what ran
+
+Resumable: each (labels, plan, minutes) run is stored in ``<workspace>/runs/`` once scored, and
+the workspace keeps the preprocessed data; runs already done are not trained again. Writes
+``benchmarks/results/nnunet_budget.json`` and ``.png`` from every run stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import time
 from pathlib import Path
+from typing import Any
 
-from activeseg.datasets import held_out, read_dataset
+import numpy as np
+
+from activeseg.datasets import held_out, read_dataset, shared_data
+from activeseg.fsutil import atomic_write_text
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import Predictor, TrainBudget, list_models, plan_and_preprocess, train
+from activeseg.nnunet.plans import LITE, STOCK, default_configuration
 from activeseg.nnunet.workspace import Workspace
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+LABELS = ("ground-truth", "pseudo")
+
+
+def classical(images: list[np.ndarray]) -> list[np.ndarray]:
+    from ml_backend.pseudolabelers import build_pseudolabeler
+
+    labeler = build_pseudolabeler("classical")
+    return [labeler.segment(im).labels for im in images]
+
+
+def workspace(root: Path, labels: str, train_dir: Path) -> Workspace:
+    """The exported, planned and preprocessed training set of one label source (made once)."""
+    ws = Workspace.open(root / labels, create=True)
+    if not (ws.preprocessed_dir / "nnUNetPlans.json").is_file():
+        samples = read_dataset(train_dir)
+        t = time.perf_counter()
+        images = [read_image(s.image) for s in samples]
+        masks = (
+            [read_label_image(s.label) for s in samples] if labels == "ground-truth" else classical(images)
+        )
+        source = "human" if labels == "ground-truth" else "pseudo"
+        export_dataset(ws, [Case(s.id, im, m, source) for s, im, m in zip(samples, images, masks)])
+        plan_and_preprocess(ws, n_proc=2)
+        print(
+            f"{labels}: exported, planned and preprocessed {len(samples)} images in {time.perf_counter() - t:.0f} s"
+        )
+    return ws
+
+
+def run(
+    ws: Workspace, plan: str, minutes: float, args: argparse.Namespace, tests: list[Any]
+) -> dict[str, Any]:
+    version = f"{plan}-{minutes:g}min-{args.device}"
+    if version not in {m.version for m in list_models(ws)}:
+        budget = TrainBudget.of(
+            None, minutes, iterations_per_epoch=args.iterations_per_epoch, val_iterations=2
+        )
+        train(ws, version, budget, sources={"labels": 541}, device=args.device, configuration=plan,
+              on_epoch=lambda p: print(f"  {version}: epoch {p.epoch}, {p.minutes:.1f}/{minutes:g} min, "
+                                       f"loss {p.train_loss:.3f}", flush=True))  # fmt: skip
+    info = next(m for m in list_models(ws) if m.version == version)
+    predictor = Predictor(ws, version, device=args.device)
+    t = time.perf_counter()
+    pairs = [(gt, predictor.predict(model_channels(img)).labels) for img, gt in tests]
+    predict_s = (time.perf_counter() - t) / len(tests)
+    scores = score_dataset(pairs)
+    return {
+        "plan": "stock" if plan == STOCK else plan, "minutes": round(info.training_seconds / 60, 2),
+        "budget_minutes": minutes, "iterations": info.iterations_run, "batch": int(info.budget["batch_size"]),
+        "parameters": int(info.metrics.get("parameters", 0)),
+        "s_per_iteration": round(info.training_seconds / max(1, info.iterations_run), 3),
+        "msa": round(scores.msa, 4), "ap50": round(scores.ap[0.5], 4), "f1": round(scores.f1, 4),
+        "predict_s_per_image": round(predict_s, 3), "plan_reason": info.plan.get("reason", ""),
+    }  # fmt: skip
+
+
+def report(runs: list[dict[str, Any]], pseudo_msa: float | None, n_test: int, machine: str) -> None:
+    runs = sorted(runs, key=lambda r: (r["labels"], r["plan"], r["budget_minutes"]))
+    print(f"\nDSB2018 stage-1 test, {n_test} fluorescence images; 541 training images; {machine}\n")
+    print(
+        "| labels | plan | budget min | trained min | iterations | batch | s / iteration | mSA | AP50 | F1 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['labels']} | {r['plan']} | {r['budget_minutes']:g} | {r['minutes']:.1f} | {r['iterations']} | "
+              f"{r['batch']} | {r['s_per_iteration']:.2f} | {r['msa']:.3f} | {r['ap50']:.3f} | {r['f1']:.3f} |")  # fmt: skip
+    if pseudo_msa is not None:
+        print(f"| classical pseudo-labels (reference) | | | | | | | {pseudo_msa:.3f} | | |")
+    RESULTS.mkdir(exist_ok=True)
+    keep = ("plan", "labels", "minutes", "budget_minutes", "iterations", "batch", "parameters",
+            "s_per_iteration", "msa", "ap50", "f1", "predict_s_per_image")  # fmt: skip
+    out = {
+        "machine": machine, "test_images": n_test, "pseudo_labels_msa": pseudo_msa,
+        "runs": [{k: r[k] for k in keep} for r in runs], "default_plan": default_configuration("cpu"),
+        "plan_reasons": sorted({r["plan_reason"] for r in runs if r["plan_reason"]}),
+    }  # fmt: skip
+    atomic_write_text(RESULTS / "nnunet_budget.json", json.dumps(out, indent=1))
+    plot(runs, pseudo_msa, RESULTS / "nnunet_budget.png", machine)
+
+
+def plot(runs: list[dict[str, Any]], pseudo_msa: float | None, path: Path, machine: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for labels, style in zip(LABELS, ("-", "--")):
+        for plan, color in (("stock", "tab:gray"), (LITE, "tab:blue")):
+            pts = sorted(
+                (r["minutes"], r["msa"]) for r in runs if r["labels"] == labels and r["plan"] == plan
+            )
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", color=color, label=f"{plan} on {labels}")
+    if pseudo_msa is not None:
+        ax.axhline(pseudo_msa, color="tab:red", linestyle=":", label="classical pseudo-labels")
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("mSA, 49 DSB2018 test images")
+    ax.set_title(f"nnU-Net accuracy per training minute ({machine})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--budgets", default="250,1000,3000", help="training iterations, comma-separated")
+    parser.add_argument("--minutes", default="10", help="training minutes per run, comma-separated")
+    parser.add_argument("--plans", default=f"{LITE},stock", help=f"{LITE} and/or stock, comma-separated")
+    parser.add_argument("--labels", default="pseudo,ground-truth", help="pseudo and/or ground-truth")
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--data", type=Path, default=shared_data())
     parser.add_argument("--workspace", type=Path, default=Path("benchmarks/out/nnunet_budget"))
+    parser.add_argument("--machine", default=f"{platform.machine()}, 2 CPU cores, no GPU")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only the table, JSON and PNG of stored runs"
+    )
     args = parser.parse_args()
 
-    ws = Workspace.open(args.workspace, create=True)
-    if not (ws.preprocessed_dir / "nnUNetPlans.json").is_file():
-        train_samples = read_dataset(args.data / "dsb2018_stage1_train_fluo")
-        t = time.perf_counter()
-        export_dataset(
-            ws, [Case(s.id, read_image(s.image), read_label_image(s.label), "human") for s in train_samples]
-        )
-        plan_and_preprocess(ws, n_proc=2)
-        took = time.perf_counter() - t
-        print(f"exported, planned and preprocessed {len(train_samples)} images in {took:.0f} s")
-    tests = [
-        (read_image(s.image), read_label_image(s.label)) for s in held_out(args.data / "dsb2018_stage1_test")
-    ]
+    runs_dir = args.workspace / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    test_samples = held_out(args.data / "dsb2018_stage1_test")
+    tests = [(read_image(s.image), read_label_image(s.label)) for s in test_samples]
+    pseudo_file = runs_dir / "pseudo-labels.json"
+    if not pseudo_file.is_file():
+        pairs = list(zip([gt for _, gt in tests], classical([im for im, _ in tests])))
+        atomic_write_text(pseudo_file, json.dumps({"msa": round(score_dataset(pairs).msa, 4)}))
+    pseudo_msa = json.loads(pseudo_file.read_text())["msa"]
 
-    rows = []
-    for budget_iters in (int(b) for b in args.budgets.split(",")):
-        version = f"budget-{budget_iters}-{args.device}"
-        if version not in {m.version for m in list_models(ws)}:
-            per_epoch = min(args.iterations_per_epoch, budget_iters)
-            budget = TrainBudget(
-                epochs=budget_iters // per_epoch, iterations_per_epoch=per_epoch, val_iterations=5
-            )
-            train(ws, version, budget, sources={"human": 541}, device=args.device)
-        info = next(m for m in list_models(ws) if m.version == version)
-        predictor = Predictor(ws, version, device=args.device)
-        t = time.perf_counter()
-        pairs = [(gt, predictor.predict(model_channels(img)).labels) for img, gt in tests]
-        predict_s = time.perf_counter() - t
-        scores = score_dataset(pairs)
-        iters = info.budget["epochs"] * info.budget["iterations_per_epoch"]
-        seconds = info.seconds
-        rows.append((budget_iters, scores.msa, scores.ap[0.5], scores.f1, seconds / iters, seconds / 60,
-                     predict_s / len(tests)))  # fmt: skip
-
-    print(f"\nDSB2018 stage-1 test, {len(tests)} fluorescence images; 541 training images ({args.device})\n")
-    print("| iterations | mSA | AP50 | F1@0.5 | s / iteration | training min | predict s / image |")
-    print("|---|---|---|---|---|---|---|")
-    for it, msa, ap50, f1, spi, minutes, pred in rows:
-        print(f"| {it} | {msa:.3f} | {ap50:.3f} | {f1:.3f} | {spi:.2f} | {minutes:.1f} | {pred:.2f} |")
+    if not args.report_only:
+        for labels in args.labels.split(","):
+            ws = workspace(args.workspace, labels, args.data / "dsb2018_stage1_train_fluo")
+            for minutes in (float(m) for m in args.minutes.split(",")):
+                for plan in args.plans.split(","):
+                    plan = STOCK if plan == "stock" else plan
+                    out = runs_dir / f"{labels}_{plan}_{minutes:g}min_{args.device}.json"
+                    if out.is_file():
+                        continue
+                    record = dict(run(ws, plan, minutes, args, tests), labels=labels, device=args.device)
+                    atomic_write_text(out, json.dumps(record, indent=1))
+                    print(f"{labels} {plan} {minutes:g} min: mSA {record['msa']:.3f}", flush=True)
+    runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*_*min_*.json"))]
+    report(runs, pseudo_msa, len(tests), args.machine)
 
 
 if __name__ == "__main__":

@@ -23,38 +23,71 @@ import numpy as np
 
 from activeseg.fsutil import atomic_write_text
 from activeseg.nnunet.classes import classes_to_instances
+from activeseg.nnunet.plans import (
+    PLANS,
+    STOCK,
+    STOCK_CPU_BATCH,
+    PlanChoice,
+    add_lite_configuration,
+    default_configuration,
+    plan_choice,
+)
 from activeseg.nnunet.workspace import Workspace, WorkspaceError
 
-CONFIGURATION = "2d"
-PLANS = "nnUNetPlans"
-TRAINER_FOLDER = f"nnUNetTrainer__{PLANS}__{CONFIGURATION}"
+PREPROCESSED_CONFIGURATION = STOCK  # every configuration we train inherits its data from "2d"
+#: an epoch limit that never binds: a budget in minutes alone ends training
+UNBOUNDED_EPOCHS = 1_000_000
 
 
 @dataclass(frozen=True)
 class TrainBudget:
-    """How much training to pay for. nnU-Net's own default (1000 x 250 iterations) would take
-    about four days on a 2-core CPU at ~1.5 s per iteration."""
+    """How much training to pay for: epochs of iterations, minutes of training, or both
+    (whichever ends first). nnU-Net's own default (1000 x 250 iterations) would take days on a
+    2-core CPU.
+
+    The learning rate follows nnU-Net's poly decay (``lr * (1 - progress) ** 0.9``) over the
+    budget's progress: the fraction of epochs done or, with ``minutes``, of the time spent,
+    whichever is further, so a short budget still ends at a small learning rate.
+    """
 
     epochs: int = 2
     iterations_per_epoch: int = 10
     val_iterations: int = 2
     initial_lr: float = 1e-2
-    #: patches per iteration; None: 2 on a CPU, nnU-Net's planned value on a GPU. The plan targets
-    #: GPU memory and grows with the dataset (27 for 541 DSB images: ~20 s per iteration on 2 cores).
+    #: patches per iteration; None: the configuration's (``2d`` on a CPU: 2, since its planned
+    #: batch targets GPU memory: 27 for 541 DSB images, ~20 s per iteration on 2 cores)
     batch_size: int | None = None
+    #: training time in minutes (None: epochs alone); then ``epochs`` only caps it
+    minutes: float | None = None
 
     @property
     def iterations(self) -> int:
         return self.epochs * self.iterations_per_epoch
 
+    @classmethod
+    def of(cls, iterations: int | None, minutes: float | None, iterations_per_epoch: int = 25,
+           **kwargs: Any) -> TrainBudget:  # fmt: skip
+        """A budget from what a person asks for: ``iterations`` and/or ``minutes``."""
+        if iterations is None and minutes is None:
+            raise WorkspaceError("a training budget needs iterations or minutes")
+        if minutes is not None and minutes <= 0:
+            raise WorkspaceError(f"--minutes must be positive, got {minutes}")
+        if iterations is not None and iterations < 1:
+            raise WorkspaceError(f"--iterations must be positive, got {iterations}")
+        per_epoch = min(iterations_per_epoch, iterations) if iterations else iterations_per_epoch
+        epochs = max(1, round(iterations / per_epoch)) if iterations else UNBOUNDED_EPOCHS
+        return cls(epochs=epochs, iterations_per_epoch=per_epoch, minutes=minutes, **kwargs)
+
 
 @dataclass(frozen=True)
 class EpochProgress:
     epoch: int
-    epochs: int
+    epochs: int | None  # None: a budget in minutes alone
     train_loss: float
     pseudo_dice: list[float]
     seconds: float
+    minutes: float = 0.0  # training time so far
+    of_minutes: float | None = None  # the budget in minutes, if any
 
 
 @dataclass
@@ -71,14 +104,27 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     seconds: float = 0.0
+    #: nnU-Net configuration in the plans file (models made before it existed: the stock "2d")
+    configuration: str = STOCK
+    plan: dict[str, Any] = field(default_factory=dict)  # PlanChoice: what was chosen and why
+    iterations: int = 0  # training iterations actually run (a budget in minutes decides them)
+    training_seconds: float = 0.0  # the epochs alone, without start-up
 
     def checkpoint(self, ws: Workspace) -> Path:
-        return model_folder(ws, self.version) / f"fold_{self.fold}" / "checkpoint_final.pth"
+        return (
+            model_folder(ws, self.version, self.configuration) / f"fold_{self.fold}" / "checkpoint_final.pth"
+        )
+
+    @property
+    def iterations_run(self) -> int:
+        return self.iterations or int(
+            self.budget.get("epochs", 0) * self.budget.get("iterations_per_epoch", 0)
+        )
 
 
-def model_folder(ws: Workspace, version: str) -> Path:
+def model_folder(ws: Workspace, version: str, configuration: str = STOCK) -> Path:
     """nnU-Net's trainer output folder of a model version (what its predictor loads)."""
-    return ws.models / version / "results" / ws.dataset_name / TRAINER_FOLDER
+    return ws.models / version / "results" / ws.dataset_name / f"nnUNetTrainer__{PLANS}__{configuration}"
 
 
 def list_models(ws: Workspace) -> list[ModelInfo]:
@@ -108,6 +154,7 @@ def plan_and_preprocess(ws: Workspace, n_proc: int = 2) -> None:
             [ws.dataset_id], num_processes=n_proc, check_dataset_integrity=True, verbose=False
         )
         plan_experiments([ws.dataset_id])
+    add_lite_configuration(ws)
     preprocess(ws, n_proc)
 
 
@@ -118,24 +165,24 @@ def preprocess(ws: Workspace, n_proc: int = 2) -> None:
     if not (ws.preprocessed_dir / f"{PLANS}.json").is_file():
         raise WorkspaceError(f"{ws.root} has no nnU-Net plans yet; run planning first")
     shutil.copyfile(ws.dataset_dir / "dataset.json", ws.preprocessed_dir / "dataset.json")
-    stale = ws.preprocessed_dir / f"{PLANS}_{CONFIGURATION}"
+    stale = ws.preprocessed_dir / f"{PLANS}_{PREPROCESSED_CONFIGURATION}"
     if stale.is_dir():
         shutil.rmtree(stale)  # cases removed from the export must not linger in training
     with ws.env():
-        nn_preprocess([ws.dataset_id], PLANS, configurations=(CONFIGURATION,), num_processes=(n_proc,),
-                      verbose=False)  # fmt: skip
+        nn_preprocess([ws.dataset_id], PLANS, configurations=(PREPROCESSED_CONFIGURATION,),
+                      num_processes=(n_proc,), verbose=False)  # fmt: skip
 
 
-def _trainer(ws: Workspace, fold: str, device: Any, resume: bool, budget: TrainBudget) -> Any:
+def _trainer(
+    ws: Workspace, fold: str, device: Any, resume: bool, budget: TrainBudget, choice: PlanChoice
+) -> Any:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     plans = json.loads((ws.preprocessed_dir / f"{PLANS}.json").read_text())
     dataset_json = json.loads((ws.preprocessed_dir / "dataset.json").read_text())
-    batch = budget.batch_size or (None if device.type == "cuda" else 2)
-    if batch is not None:
-        plans["configurations"][CONFIGURATION]["batch_size"] = batch
+    plans["configurations"][choice.configuration]["batch_size"] = choice.batch_size
     trainer = nnUNetTrainer(
-        dict(plans, continue_training=resume), CONFIGURATION, fold, dataset_json, device=device
+        dict(plans, continue_training=resume), choice.configuration, fold, dataset_json, device=device
     )
     trainer.num_epochs = budget.epochs
     trainer.num_iterations_per_epoch = budget.iterations_per_epoch
@@ -145,30 +192,86 @@ def _trainer(ws: Workspace, fold: str, device: Any, resume: bool, budget: TrainB
     return trainer
 
 
-def _watch_epochs(trainer: Any, on_epoch: Callable[[EpochProgress], None] | None, console: Any) -> None:
-    """Report each finished epoch: wraps this trainer instance's own ``on_epoch_end``. The report
-    prints to ``console`` (the terminal), not to the nnU-Net log the workspace redirects to."""
+def _trained_seconds(trainer: Any) -> float:
+    """Seconds spent in finished epochs (restored from a checkpoint's log on resume)."""
+    log = trainer.logger
+    starts, ends = log.get_value("epoch_start_timestamps", None), log.get_value("epoch_end_timestamps", None)
+    return float(sum(e - s for s, e in zip(starts, ends)))
+
+
+class TimeUp(Exception):
+    """Raised after the epoch that used up a budget in minutes (caught by ``train``)."""
+
+
+class _BudgetSchedule:
+    """nnU-Net's poly learning rate over the budget's progress (epochs or minutes, whichever is
+    further); it replaces the trainer's own scheduler, which only knows epochs."""
+
+    def __init__(self, trainer: Any, budget: TrainBudget) -> None:
+        self.trainer, self.budget = trainer, budget
+
+    def progress(self) -> float:
+        by_epochs = self.trainer.current_epoch / self.trainer.num_epochs
+        by_time = _trained_seconds(self.trainer) / (60 * self.budget.minutes) if self.budget.minutes else 0.0
+        return min(1.0, max(by_epochs, by_time))
+
+    def step(self, current_step: int | None = None) -> None:
+        lr = self.budget.initial_lr * (1 - self.progress()) ** 0.9
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] = lr
+
+    def time_is_up(self) -> bool:
+        """After an epoch: would the next one end further past the budget than stopping now is
+        short of it?"""
+        if not self.budget.minutes:
+            return False
+        spent = _trained_seconds(self.trainer)
+        per_epoch = spent / max(1, len(self.trainer.logger.get_value("epoch_end_timestamps", None)))
+        return spent + per_epoch / 2 >= 60 * self.budget.minutes
+
+
+def _watch_epochs(
+    trainer: Any,
+    schedule: _BudgetSchedule,
+    on_epoch: Callable[[EpochProgress], None] | None,
+    console: Any,
+) -> None:
+    """Report each finished epoch and end a budget in minutes: wraps this trainer instance's own
+    ``on_epoch_end``. The report prints to ``console`` (the terminal), not to the nnU-Net log the
+    workspace redirects to."""
     original = trainer.on_epoch_end
 
     def on_epoch_end() -> None:
-        original()
-        if on_epoch is None:
-            return
-        log = trainer.logger
-        started, ended = (
-            log.get_value("epoch_start_timestamps", step=-1),
-            log.get_value("epoch_end_timestamps", step=-1),
-        )
-        progress = EpochProgress(
-            epoch=trainer.current_epoch, epochs=trainer.num_epochs,
-            train_loss=float(log.get_value("train_losses", step=-1)),
-            pseudo_dice=[float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
-            seconds=float(ended - started),
-        )  # fmt: skip
-        with contextlib.redirect_stdout(console):
-            on_epoch(progress)
+        original()  # saves checkpoint_latest (save_every = 1), then counts the epoch
+        if on_epoch is not None:
+            log = trainer.logger
+            started, ended = (
+                log.get_value("epoch_start_timestamps", step=-1),
+                log.get_value("epoch_end_timestamps", step=-1),
+            )
+            epochs = None if trainer.num_epochs == UNBOUNDED_EPOCHS else trainer.num_epochs
+            progress = EpochProgress(
+                epoch=trainer.current_epoch, epochs=epochs,
+                train_loss=float(log.get_value("train_losses", step=-1)),
+                pseudo_dice=[float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
+                seconds=float(ended - started), minutes=_trained_seconds(trainer) / 60,
+                of_minutes=schedule.budget.minutes,
+            )  # fmt: skip
+            with contextlib.redirect_stdout(console):
+                on_epoch(progress)
+        if trainer.current_epoch < trainer.num_epochs and schedule.time_is_up():
+            raise TimeUp
 
     trainer.on_epoch_end = on_epoch_end
+
+
+def resolve_plan(ws: Workspace, device: str, configuration: str | None, batch_size: int | None) -> PlanChoice:
+    """The configuration a new model trains with: the one asked for, else the device's default;
+    on a CPU the stock plan trains with batch 2 (its planned batch targets GPU memory)."""
+    configuration = configuration or default_configuration(device)
+    if batch_size is None and configuration == STOCK and device != "cuda":
+        batch_size = STOCK_CPU_BATCH
+    return plan_choice(ws, configuration, batch_size)
 
 
 def train(
@@ -181,9 +284,12 @@ def train(
     fold: str = "all",
     workers: int = 2,
     on_epoch: Callable[[EpochProgress], None] | None = None,
+    configuration: str | None = None,
 ) -> ModelInfo:
     """Train a model version on the preprocessed dataset; with ``parent``, fine-tune from it.
 
+    ``configuration``: ``2d`` (nnU-Net's plan) or ``2d_lite`` (see ``activeseg.nnunet.plans``);
+    None picks the device's default; a fine-tune always keeps its parent's network.
     Fine-tuning loads *all* of the parent's network weights (nnU-Net's ``-pretrained_weights``
     would re-initialise the segmentation head: pseudo-Dice 0.15 instead of 0.90 after 10
     iterations). A crashed run resumes from its last epoch when called again with the same version.
@@ -198,34 +304,44 @@ def train(
         parent_info = next((m for m in list_models(ws) if m.version == parent), None)
         if parent_info is None:
             raise WorkspaceError(f"parent model {parent} not found in {ws.models}")
+        configuration = parent_info.configuration
     dev = _device(device)
     started = time.time()
+    choice = resolve_plan(ws, device, configuration, budget.batch_size)
     results = target / "results"
-    latest = model_folder(ws, version) / f"fold_{fold}" / "checkpoint_latest.pth"
+    fold_dir = model_folder(ws, version, choice.configuration) / f"fold_{fold}"
+    latest = fold_dir / "checkpoint_latest.pth"
     console = sys.stdout
     with ws.env(results=results, workers=workers):
         resume = latest.is_file()
-        trainer = _trainer(ws, fold, dev, resume, budget)
+        trainer = _trainer(ws, fold, dev, resume, budget, choice)
         trainer.initialize()
         if resume:
             trainer.load_checkpoint(str(latest))
         elif parent_info is not None:
             ckpt = torch.load(parent_info.checkpoint(ws), map_location=dev, weights_only=False)
             trainer.network.load_state_dict(ckpt["network_weights"])
-        _watch_epochs(trainer, on_epoch, console)
-        effective_batch = int(trainer.configuration_manager.batch_size)
-        trainer.run_training()
+        schedule = _BudgetSchedule(trainer, budget)
+        trainer.lr_scheduler = schedule
+        _watch_epochs(trainer, schedule, on_epoch, console)
+        try:
+            trainer.run_training()
+        except TimeUp:
+            trainer.on_train_end()  # what run_training does after its last epoch
         log = trainer.logger
         metrics = {
             "train_loss": float(log.get_value("train_losses", step=-1)),
             "pseudo_dice": [float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
+            "parameters": sum(p.numel() for p in trainer.network.parameters()),
         }
-    fold_dir = model_folder(ws, version) / f"fold_{fold}"
-    (fold_dir / "checkpoint_best.pth").unlink(missing_ok=True)  # 268 MB we never load
+        epochs_run, trained = int(trainer.current_epoch), _trained_seconds(trainer)
+    (fold_dir / "checkpoint_best.pth").unlink(missing_ok=True)  # we never load it
     info = ModelInfo(
         version=version, kind="finetune" if parent else "pretrain", parent=parent,
-        budget=dict(asdict(budget), batch_size=effective_batch),
+        budget=dict(asdict(budget), batch_size=choice.batch_size),
         fold=str(fold), device=device, sources=dict(sources), metrics=metrics, seconds=time.time() - started,
+        configuration=choice.configuration, plan=asdict(choice),
+        iterations=epochs_run * budget.iterations_per_epoch, training_seconds=round(trained, 1),
     )  # fmt: skip
     atomic_write_text(target / "model.json", json.dumps(asdict(info), indent=1))
     return info
@@ -277,7 +393,9 @@ class Predictor:
             allow_tqdm=False,
         )  # fmt: skip
         predictor.initialize_from_trained_model_folder(
-            str(model_folder(ws, version)), use_folds=(info.fold,), checkpoint_name="checkpoint_final.pth"
+            str(model_folder(ws, version, info.configuration)),
+            use_folds=(info.fold,),
+            checkpoint_name="checkpoint_final.pth",
         )
         return predictor
 
