@@ -52,6 +52,10 @@ class Round:
     #: mSA of the pre-annotations shown for the core-set against what the annotators submitted
     coreset_msa: float | None = None
     n_annotated: int | None = None  # human-annotated tasks when the round was fine-tuned
+    #: source (pseudo-label or model version) -> mSA/AP50/F1/n against this round's corrections,
+    #: scored before they were used for fine-tuning (orchestrator.serving)
+    comparison: dict[str, dict[str, float]] = field(default_factory=dict)
+    decision: str = ""  # what the serving gate chose after this round, and why
 
     @property
     def version(self) -> str:
@@ -67,6 +71,9 @@ class Settings:
     finetune_epochs: int = 2
     finetune_iterations_per_epoch: int = 25
     finetune_lr: float = 1e-3
+    minutes: float | None = None  # pretraining time budget (None: epochs x iterations alone)
+    finetune_minutes: float | None = None
+    configuration: str | None = None  # nnU-Net configuration; None: the device's default
     device: str = "cpu"
     strategy: str = "hybrid"
     budget: str = "5%"
@@ -80,16 +87,19 @@ class ProjectState:
     project_id: int
     pseudo_version: str | None = None
     pretrained: str | None = None
-    served: str | None = None  # the fine-tuned model the ML backend serves
+    #: the model whose masks the ML backend serves (None: the pseudo-labels); only a model that
+    #: beat the served source on corrections it had not trained on (orchestrator.serving)
+    served: str | None = None
     rounds: list[Round] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     #: model version -> metrics on the admin's evaluation labels
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
-    def ranking_model(self) -> str | None:
-        """The newest nnU-Net model, which ranks the next round."""
-        return self.served or self.pretrained
+    def latest(self) -> str | None:
+        """The newest nnU-Net model: it ranks the next round and is fine-tuned from, served or not."""
+        finetuned = [r.finetuned for r in self.rounds if r.finetuned]
+        return finetuned[-1] if finetuned else self.pretrained
 
     @property
     def current_round(self) -> Round | None:

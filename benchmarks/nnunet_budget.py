@@ -59,11 +59,11 @@ def workspace(root: Path, labels: str, train_dir: Path) -> Workspace:
             [read_label_image(s.label) for s in samples] if labels == "ground-truth" else classical(images)
         )
         source = "human" if labels == "ground-truth" else "pseudo"
-        export_dataset(ws, [Case(s.id, im, m, source) for s, im, m in zip(samples, images, masks)])
+        cases = [Case(s.id, im, m, source) for s, im, m in zip(samples, images, masks, strict=True)]
+        export_dataset(ws, cases)
         plan_and_preprocess(ws, n_proc=2)
-        print(
-            f"{labels}: exported, planned and preprocessed {len(samples)} images in {time.perf_counter() - t:.0f} s"
-        )
+        took = time.perf_counter() - t
+        print(f"{labels}: exported, planned and preprocessed {len(samples)} images in {took:.0f} s")
     return ws
 
 
@@ -102,8 +102,11 @@ def report(runs: list[dict[str, Any]], pseudo_msa: float | None, n_test: int, ma
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
-        print(f"| {r['labels']} | {r['plan']} | {r['budget_minutes']:g} | {r['minutes']:.1f} | {r['iterations']} | "
-              f"{r['batch']} | {r['s_per_iteration']:.2f} | {r['msa']:.3f} | {r['ap50']:.3f} | {r['f1']:.3f} |")  # fmt: skip
+        cells = [
+            r["labels"], r["plan"], f"{r['budget_minutes']:g}", f"{r['minutes']:.1f}", r["iterations"],
+            r["batch"], f"{r['s_per_iteration']:.2f}", *(f"{r[k]:.3f}" for k in ("msa", "ap50", "f1")),
+        ]  # fmt: skip
+        print("| " + " | ".join(map(str, cells)) + " |")
     if pseudo_msa is not None:
         print(f"| classical pseudo-labels (reference) | | | | | | | {pseudo_msa:.3f} | | |")
     RESULTS.mkdir(exist_ok=True)
@@ -125,13 +128,20 @@ def plot(runs: list[dict[str, Any]], pseudo_msa: float | None, path: Path, machi
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for labels, style in zip(LABELS, ("-", "--")):
+    for labels, style in zip(LABELS, ("-", "--"), strict=True):
         for plan, color in (("stock", "tab:gray"), (LITE, "tab:blue")):
             pts = sorted(
                 (r["minutes"], r["msa"]) for r in runs if r["labels"] == labels and r["plan"] == plan
             )
             if pts:
-                ax.plot(*zip(*pts), style, marker="o", color=color, label=f"{plan} on {labels}")
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    style,
+                    marker="o",
+                    color=color,
+                    label=f"{plan} on {labels}",
+                )
     if pseudo_msa is not None:
         ax.axhline(pseudo_msa, color="tab:red", linestyle=":", label="classical pseudo-labels")
     ax.set_xlabel("training minutes")
@@ -167,7 +177,7 @@ def main() -> None:
     tests = [(read_image(s.image), read_label_image(s.label)) for s in test_samples]
     pseudo_file = runs_dir / "pseudo-labels.json"
     if not pseudo_file.is_file():
-        pairs = list(zip([gt for _, gt in tests], classical([im for im, _ in tests])))
+        pairs = list(zip([gt for _, gt in tests], classical([im for im, _ in tests]), strict=True))
         atomic_write_text(pseudo_file, json.dumps({"msa": round(score_dataset(pairs).msa, 4)}))
     pseudo_msa = json.loads(pseudo_file.read_text())["msa"]
 

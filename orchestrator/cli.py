@@ -23,6 +23,7 @@ from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
 from activeseg.lsclient import LabelStudioError
 from activeseg.lsserver import LabelStudioServerError
 from activeseg.nnunet.dataset import DatasetExportError
+from activeseg.nnunet.plans import CONFIGURATIONS
 from activeseg.nnunet.workspace import WorkspaceError
 from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS, ConfigError, require_credentials
@@ -76,6 +77,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         port=args.port,
         budget=args.budget,
         strategy=args.strategy,
+        minutes=args.minutes or None,
+        finetune_minutes=args.finetune_minutes or None,
         epochs=args.epochs,
         iterations=args.iterations,
         finetune_epochs=args.finetune_epochs,
@@ -224,11 +227,22 @@ def _context(args: argparse.Namespace) -> ProjectContext:
     return ProjectContext.from_env(args.project, args.model_dir)
 
 
+CLEAR = object()  # a flag that resets a saved setting to None
+
+
+def _minutes(value: float | None) -> object:
+    if value is not None and value < 0:
+        raise LoopError(f"--minutes must be positive (0 clears the saved budget), got {value:g}")
+    return CLEAR if value == 0 else value
+
+
 def _save_settings(ctx: ProjectContext, **values: object) -> None:
     """Keep the flags the admin gave, so webhook-triggered jobs use them too."""
     with ctx.dir.update() as state:
         for name, value in values.items():
-            if value is not None:
+            if value is CLEAR:
+                setattr(state.settings, name, None)
+            elif value is not None:
                 setattr(state.settings, name, str(value.resolve()) if isinstance(value, Path) else value)
 
 
@@ -282,6 +296,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         ctx,
         epochs=args.epochs,
         iterations_per_epoch=args.iterations,
+        minutes=_minutes(args.minutes),
+        configuration=args.plan,
         device=args.device,
         eval_labels=args.eval_labels,
     )
@@ -318,16 +334,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         ctx,
         finetune_epochs=args.epochs,
         finetune_iterations_per_epoch=args.iterations,
+        finetune_minutes=_minutes(args.minutes),
         device=args.device,
         with_pseudo=args.with_pseudo,
         eval_labels=args.eval_labels,
     )
     result = _foreground(ctx, "finetune", {"force": True} if args.force else None)
     if result.get("model"):
-        print(
-            f"model {result['model']} trained and now served; "
-            f"next round: activeseg rank --project {args.project}"
-        )
+        served = result.get("served") or "the pseudo-labels"
+        print(f"model {result['model']} trained; annotators get {served}; next round: activeseg rank "
+              f"--project {args.project}; see activeseg status for the comparison")  # fmt: skip
     return 0
 
 
@@ -484,7 +500,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
     p.add_argument("--budget", default="10%", help="core-set size (default: %(default)s of the tasks)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="hybrid", help="default: %(default)s")
-    p.add_argument("--epochs", type=int, default=8, help="pretraining epochs (default: %(default)s)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=4.0,
+        help="pretraining time (default: %(default)s; 0: --epochs x --iterations instead)",
+    )
+    p.add_argument(
+        "--finetune-minutes",
+        type=float,
+        default=2.0,
+        help="fine-tuning time (default: %(default)s; 0: --finetune-epochs x --finetune-iterations)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=8, help="pretraining epochs without --minutes (default: %(default)s)"
+    )
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="default: %(default)s")
     p.add_argument("--finetune-iterations", type=int, default=25, help="default: %(default)s")
@@ -639,6 +669,20 @@ def build_parser() -> argparse.ArgumentParser:
     project_args(p)
     p.add_argument("--epochs", type=int, default=None, help="epochs (saved for later runs; default 4)")
     p.add_argument("--iterations", type=int, default=None, help="iterations per epoch (default 25)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training time budget; the epochs then only cap it (saved; 0 clears it; default: none)",
+    )
+    p.add_argument(
+        "--plan",
+        choices=list(CONFIGURATIONS),
+        default=None,
+        help="nnU-Net configuration: 2d is nnU-Net's own plan, 2d_lite a smaller U-Net sized from the "
+        "objects, which learns far more per CPU minute (benchmarks/README.md); default: 2d on cuda, "
+        "2d_lite on cpu",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(
         "--eval-labels",
@@ -678,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="fine-tune even if the core-set is incomplete")
     p.add_argument("--epochs", type=int, default=None, help="epochs (saved; default 2)")
     p.add_argument("--iterations", type=int, default=None, help="iterations per epoch (default 25)")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="training time budget (saved; 0 clears it; default: none)"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(
         "--with-pseudo",

@@ -63,7 +63,10 @@ class DemoSettings:
     port: int = 8080
     budget: str = "10%"
     strategy: str = "hybrid"
-    # sized so the default demo takes about 10 minutes on 2 CPU cores (1.4 s per iteration)
+    # training budgets in minutes (None: epochs x iterations), sized so the whole demo takes about
+    # 10 minutes on 2 CPU cores; with minutes the epochs no longer limit training
+    minutes: float | None = 4.0
+    finetune_minutes: float | None = 2.0
     epochs: int = 8
     iterations: int = 25
     finetune_epochs: int = 4
@@ -84,6 +87,7 @@ class DemoResult:
     coreset: list[int]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # arm -> mSA, AP50, F1
     curve: Path | None = None
+    serving: str = ""  # which masks annotators get next round, and why (the serving gate)
 
 
 def split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -194,7 +198,7 @@ def _wait_for_finetune(ctx: ProjectContext, version: str, timeout: float = 4 * 3
     store = JobStore(jobs_dir(ctx.model_dir))
     deadline, last = time.time() + timeout, ""
     while time.time() < deadline:
-        if ctx.state().served == version:
+        if any(r.finetuned == version for r in ctx.state().rounds):
             return
         jobs = store.list(ctx.project_id)
         failed = [j for j in jobs if j.status == FAILED and j.kind == "coreset-check"]
@@ -303,6 +307,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
                 settings.finetune_epochs,
                 settings.finetune_iterations,
             )
+            s.minutes, s.finetune_minutes = settings.minutes, settings.finetune_minutes
         os.environ.update(env)  # the job's own Label Studio client
         print("pretraining nnU-Net on the pseudo-labels ...")
         run_here(ctx, "pretrain")
@@ -319,8 +324,12 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
         version = finetune_version(int(ranked["round"]))
         print("waiting for the webhook-triggered fine-tuning ...")
         _wait_for_finetune(ctx, version)
+        state = ctx.state()
+        serving = state.rounds[-1].decision
+        print(f"serving gate, round {ranked['round']}: {serving}")
         nxt = run_here(ctx, "rank")
-        print(f"round {nxt['round']}: {nxt['tasks']} tasks now pre-annotated by {version}")
+        shown = state.served or state.pseudo_version
+        print(f"round {nxt['round']}: {nxt['tasks']} tasks now pre-annotated by {shown}")
         scores = _evaluate(ctx, test, ["nnunet-r0", version])
         curve = plot_learning_curve(
             [
@@ -347,6 +356,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
         coreset=coreset,
         scores=scores,
         curve=curve,
+        serving=serving,
     )
 
 
@@ -354,4 +364,6 @@ def format_scores(result: DemoResult) -> str:
     lines = [f"held-out test images: {result.n_test}", "", "| model | mSA | AP50 | F1 |", "|---|---|---|---|"]
     for arm, s in result.scores.items():
         lines.append(f"| {arm} | {s['mSA']:.3f} | {s['AP50']:.3f} | {s['F1']:.3f} |")
+    if result.serving:
+        lines += ["", f"next round, annotators get: {result.serving}"]
     return "\n".join(lines)

@@ -46,13 +46,17 @@ def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
             return {"status": "waiting", "done": len(progress.done), "total": progress.total}
         store.update(job.id, stage=WORKING)
         info = finetune(ctx, report)
-        return {"status": "fine-tuned", "model": info.version if info else None}
+        return {"status": "fine-tuned", "model": info.version if info else None, "served": ctx.state().served}
     store.update(job.id, stage=WORKING)
     if job.kind == "pretrain":
         return {"status": "trained", "model": pretrain(ctx, report).version}
     if job.kind == "finetune":
         info = finetune(ctx, report, force=bool(job.params.get("force")))
-        return {"status": "fine-tuned" if info else "nothing to do", "model": info.version if info else None}
+        return {
+            "status": "fine-tuned" if info else "nothing to do",
+            "model": info.version if info else None,
+            "served": ctx.state().served,
+        }
     if job.kind == "rank":
         from orchestrator.ranking import rank_project
 

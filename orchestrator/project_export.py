@@ -21,8 +21,10 @@ from orchestrator.training_data import best_labels, result_labels, task_case_id
 
 def _items(ctx: ProjectContext, tasks: list[dict[str, Any]]) -> Iterator[ExportItem]:
     state = ctx.state()
-    stores = [(v, ScoreStore(ctx.dir.scores_dir(v))) for v in (state.served, state.pretrained) if v]
+    # what annotators are served first (the gate's choice), then the pseudo-labels, then the newest model
     pseudo = ctx.find_pseudo_version(tasks)
+    served = [(state.served, ScoreStore(ctx.dir.scores_dir(state.served)))] if state.served else []
+    fallback = [(v, ScoreStore(ctx.dir.scores_dir(v))) for v in (state.latest,) if v and v != state.served]
     for task in tqdm(tasks, desc="export", unit="task"):
         task_id = int(task["id"])
         data = task.get("data") or {}
@@ -30,11 +32,14 @@ def _items(ctx: ProjectContext, tasks: list[dict[str, Any]]) -> Iterator[ExportI
         human = best_labels(task, ctx.config, None)
         if human is not None and human[1] == "human":
             labels, source = result_labels(task, human[0], ctx.config, ctx.images), "human"
-        for version, store in stores:
+        for version, store in served:
             if labels is None and (found := store.labels(task_id)) is not None:
                 labels, source = found, version
         if labels is None and pseudo is not None and (found_pseudo := best_labels(task, ctx.config, pseudo)):
             labels, source = result_labels(task, found_pseudo[0], ctx.config, ctx.images), pseudo
+        for version, store in fallback:
+            if labels is None and (found := store.labels(task_id)) is not None:
+                labels, source = found, version
         if labels is None:
             continue
         yield ExportItem(

@@ -44,12 +44,12 @@ def check_choices(budget: str | None, strategy: str | None) -> None:
 
 
 def _scorer_name(ctx: ProjectContext, state: ProjectState, tasks: list[dict[str, Any]]) -> str:
-    return state.ranking_model or ColdStartScorer.name_for(ctx.pseudo_version(tasks))
+    return state.latest or ColdStartScorer.name_for(ctx.pseudo_version(tasks))
 
 
 def _scorer(ctx: ProjectContext, state: ProjectState, tasks: list[dict[str, Any]]) -> Scorer:
     """The scorer (models load here; only when something must be scored)."""
-    model = state.ranking_model
+    model = state.latest
     if model is not None:
         return NnunetScorer(ctx.dir.workspace, model, ctx.images, ctx.config, state.settings.device)
     return ColdStartScorer(ctx.pseudo_version(tasks), ctx.images, ctx.config)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from activeseg.jobs import QUEUED, RUNNING, Job, JobStore, jobs_dir
 from activeseg.nnunet.engine import ModelInfo, list_models
+from activeseg.nnunet.plans import PlanChoice
 from activeseg.projectstate import ProjectState
 from orchestrator.context import ProjectContext, has_human_labels
 from orchestrator.curve import CurvePoint, plot_learning_curve
@@ -80,6 +81,11 @@ def format_status(status: ProjectStatus) -> str:
         f"pseudo-labels: {state.pseudo_version or '-'}; "
         f"serving: {state.served or state.pseudo_version or '-'}",
     ]
+    if state.latest and state.latest != state.served:
+        lines.append(
+            f"  {state.latest} is kept but not served: a model is served once a round's corrections, "
+            "scored before it trains on them, show it beats what is served"
+        )
     if status.coreset is not None and state.current_round is not None:
         rnd, cs = state.current_round, status.coreset
         lines.append(
@@ -98,15 +104,20 @@ def format_status(status: ProjectStatus) -> str:
     if status.models or state.evaluations:
         lines.append("")
         lines.append(
-            f"{'model':14s} {'kind':9s} {'human':>5s} {'pseudo':>6s} {'iters':>5s} {'eval mSA':>8s}  parent"
+            f"{'model':14s} {'kind':9s} {'human':>5s} {'pseudo':>6s} {'iters':>5s} {'min':>5s} "
+            f"{'eval mSA':>8s}  {'parent':12s} plan"
         )
         for m in status.models:
             ev = state.evaluations.get(m.version, {}).get("msa")
-            iters = m.budget.get("epochs", 0) * m.budget.get("iterations_per_epoch", 0)
+            shown_ev = "-" if ev is None else f"{ev:.3f}"
             lines.append(
                 f"{m.version:14s} {m.kind:9s} {m.sources.get('human', 0):5d} {m.sources.get('pseudo', 0):6d} "
-                f"{iters:5d} {'-' if ev is None else f'{ev:.3f}':>8s}  {m.parent or '-'}"
+                f"{m.iterations_run:5d} {m.training_seconds / 60:5.1f} {shown_ev:>8s}  "
+                f"{m.parent or '-':12s} {m.configuration}"
             )
+        plans = {m.configuration: m.plan for m in status.models if m.plan}
+        for plan in plans.values():
+            lines.append(f"plan {PlanChoice(**plan).summary()}: {plan['reason']}")
         pseudo_eval = state.evaluations.get(state.pseudo_version or "", {}).get("msa")
         if pseudo_eval is not None:
             lines.append(
@@ -115,6 +126,13 @@ def format_status(status: ProjectStatus) -> str:
     for rnd in state.rounds:
         if rnd.coreset_msa is not None:
             lines.append(f"round {rnd.number}: pre-annotations vs corrections mSA {rnd.coreset_msa:.3f}")
+        if rnd.comparison:
+            n = next(iter(rnd.comparison.values()))["n"]
+            lines.append(f"round {rnd.number}: on its {n} corrections, before training on them:")
+            lines.append(f"  {'source':16s} {'mSA':>6s} {'AP50':>6s} {'F1':>6s}")
+            for name, m in sorted(rnd.comparison.items(), key=lambda kv: -kv[1]["msa"]):
+                lines.append(f"  {name:16s} {m['msa']:6.3f} {m['ap50']:6.3f} {m['f1']:6.3f}")
+            lines.append(f"  -> {rnd.decision}")
     active = [j for j in status.jobs if j.status in (QUEUED, RUNNING)]
     lines.append("")
     queued, running = sum(j.status == QUEUED for j in active), sum(j.status == RUNNING for j in active)

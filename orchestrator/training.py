@@ -20,6 +20,7 @@ from activeseg.imageio import read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import export_dataset
 from activeseg.nnunet.engine import (
+    UNBOUNDED_EPOCHS,
     EpochProgress,
     ModelInfo,
     TrainBudget,
@@ -28,10 +29,12 @@ from activeseg.nnunet.engine import (
     preprocess,
     train,
 )
+from activeseg.nnunet.plans import PlanChoice
 from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, finetune_version
 from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.scoring import NnunetScorer, score_tasks
+from orchestrator.serving import LabelsOf, compare, decide
 from orchestrator.training_data import (
     CaseReport,
     best_labels,
@@ -67,8 +70,10 @@ def coreset_progress(rnd: Round, tasks: Sequence[dict[str, Any]]) -> CoresetProg
 def _epoch_printer(report: Report, version: str) -> Callable[[EpochProgress], None]:
     def on_epoch(p: EpochProgress) -> None:
         dice = ", ".join(f"{d:.2f}" for d in p.pseudo_dice)
-        report(f"{version}: epoch {p.epoch}/{p.epochs} loss {p.train_loss:.3f} pseudo-Dice [{dice}] "
-               f"({p.seconds:.0f} s)")  # fmt: skip
+        of = f"epoch {p.epoch}" + (f"/{p.epochs}" if p.epochs else "")
+        if p.of_minutes:
+            of += f", {p.minutes:.1f}/{p.of_minutes:g} min"
+        report(f"{version}: {of} loss {p.train_loss:.3f} pseudo-Dice [{dice}] ({p.seconds:.0f} s)")
 
     return on_epoch
 
@@ -105,9 +110,16 @@ def pretrain(ctx: ProjectContext, report: Report = print) -> ModelInfo:
         else:
             report("nnU-Net planning and preprocessing")
             plan_and_preprocess(ws)
-        budget = TrainBudget(epochs=settings.epochs, iterations_per_epoch=settings.iterations_per_epoch)
+        budget = TrainBudget(
+            epochs=settings.epochs if settings.minutes is None else UNBOUNDED_EPOCHS,
+            iterations_per_epoch=settings.iterations_per_epoch, minutes=settings.minutes,
+        )  # fmt: skip
         info = train(ws, PRETRAIN_VERSION, budget, _sources(cases), device=settings.device,
-                     on_epoch=_epoch_printer(report, PRETRAIN_VERSION))  # fmt: skip
+                     on_epoch=_epoch_printer(report, PRETRAIN_VERSION),
+                     configuration=settings.configuration)  # fmt: skip
+        minutes = info.training_seconds / 60
+        report(f"{PRETRAIN_VERSION}: {info.iterations_run} iterations in {minutes:.1f} min "
+               f"with {PlanChoice(**info.plan).summary()}")  # fmt: skip
     errors = _score_all(ctx, PRETRAIN_VERSION, tasks)
     with ctx.dir.update() as state:
         state.pseudo_version = pseudo
@@ -143,8 +155,17 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
             f"tasks annotated; waiting for {', '.join(map(str, progress.pending[:10]))}"
         )
     version = finetune_version(rnd.number)
-    parent = state.served or state.pretrained
+    parent = state.latest
     settings = state.settings
+    if not rnd.comparison:  # before the corrections are trained on (a re-run keeps the first)
+        comparison = compare_on_corrections(ctx, rnd, tasks)
+        decision = decide(state.served, state.pseudo_version, comparison)
+        with ctx.dir.update() as st:
+            current = next(r for r in st.rounds if r.number == rnd.number)
+            current.comparison, current.decision = comparison, decision.reason
+        rnd.comparison, rnd.decision = comparison, decision.reason
+        report(f"round {rnd.number}: {decision.reason}")
+    served_next = decide(state.served, state.pseudo_version, rnd.comparison).served
     info = _existing(ctx, version)
     if info is None:
         human = [t for t in tasks if has_human_labels(t)]
@@ -158,17 +179,17 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
         export_dataset(ws, oversample_human(cases.cases))
         preprocess(ws)
         budget = TrainBudget(
-            epochs=settings.finetune_epochs,
+            epochs=settings.finetune_epochs if settings.finetune_minutes is None else UNBOUNDED_EPOCHS,
             iterations_per_epoch=settings.finetune_iterations_per_epoch,
-            initial_lr=settings.finetune_lr,
-        )
+            initial_lr=settings.finetune_lr, minutes=settings.finetune_minutes,
+        )  # fmt: skip
         info = train(ws, version, budget, _sources(cases), parent=parent, device=settings.device,
                      on_epoch=_epoch_printer(report, version))  # fmt: skip
     shown = _coreset_agreement(ctx, rnd, tasks)
     # every task: annotated ones give the next ranking its existing centres
     errors = _score_all(ctx, version, tasks)
     with ctx.dir.update() as st:
-        st.served = version
+        st.served = served_next
         current = next(r for r in st.rounds if r.number == rnd.number)
         current.finetuned = version
         current.coreset_msa = shown
@@ -176,7 +197,43 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
     evaluate(ctx, [version], tasks)
     for task_id, error in errors:
         report(f"task {task_id} could not be scored: {error}")
+    report(f"annotators now get {served_next or f'the pseudo-labels ({state.pseudo_version})'}; "
+           f"{version} is served once round {rnd.number + 1}'s corrections show it beats that")  # fmt: skip
     return info
+
+
+def compare_on_corrections(
+    ctx: ProjectContext, rnd: Round, tasks: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """The pseudo-labels, the served model and the newest model against this round's corrections
+    (none of them trained on these), for the serving gate."""
+    state = ctx.state()
+    by_id = {int(t["id"]): t for t in tasks}
+    corrections = []
+    for task_id in coreset_progress(rnd, tasks).done:
+        human = best_labels(by_id[task_id], ctx.config, None)
+        if human is not None:
+            corrections.append(
+                (by_id[task_id], result_labels(by_id[task_id], human[0], ctx.config, ctx.images))
+            )
+    names = [v for v in (state.pseudo_version, state.served, state.latest) if v]
+    return compare(corrections, {name: _labels_of(ctx, name) for name in dict.fromkeys(names)})
+
+
+def _labels_of(ctx: ProjectContext, version: str) -> LabelsOf:
+    """A source's masks for a task: a model's stored ones, else its Label Studio prediction."""
+    store = ScoreStore(ctx.dir.scores_dir(version))
+
+    def labels(task: dict[str, Any], shape: tuple[int, int]) -> np.ndarray | None:
+        stored = store.labels(int(task["id"]))
+        if stored is not None:
+            return stored
+        preds = [p for p in task.get("predictions") or [] if p.get("model_version") == version]
+        if not preds:
+            return None
+        return results_to_labels(preds[-1]["result"], shape[0], shape[1], ctx.config.from_name)
+
+    return labels
 
 
 def _coreset_agreement(ctx: ProjectContext, rnd: Round, tasks: Sequence[dict[str, Any]]) -> float | None:
@@ -223,18 +280,12 @@ def evaluate(ctx: ProjectContext, versions: Sequence[str], tasks: Sequence[dict[
     by_id = {int(t["id"]): t for t in tasks}
     results: dict[str, dict[str, Any]] = {}
     for version in versions:
-        store = ScoreStore(ctx.dir.scores_dir(version))
-        pairs = []
-        for task_id, gt in truth.items():
-            pred = store.labels(task_id)
-            if pred is None:
-                preds = [
-                    p for p in by_id[task_id].get("predictions") or [] if p.get("model_version") == version
-                ]
-                if not preds:
-                    continue
-                pred = results_to_labels(preds[-1]["result"], gt.shape[0], gt.shape[1], ctx.config.from_name)
-            pairs.append((gt, pred))
+        labels_of = _labels_of(ctx, version)
+        pairs = [
+            (gt, pred)
+            for task_id, gt in truth.items()
+            if (pred := labels_of(by_id[task_id], gt.shape)) is not None
+        ]
         if pairs:
             scores = score_dataset(pairs)
             results[version] = {"msa": scores.msa, "ap50": scores.ap[0.5], "f1": scores.f1, "n": len(pairs)}

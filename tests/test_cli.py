@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,7 +104,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory, ls_template: Path) -> Iterato
     workspace = tmp_path_factory.mktemp("demo") / "ws"
     prepare_from_template(workspace / "labelstudio", ls_template)  # skip the migrations
     port = str(free_port())
-    tiny = ["--epochs", "1", "--iterations", "4", "--finetune-epochs", "1", "--finetune-iterations", "4"]
+    tiny = ["--minutes", "0", "--finetune-minutes", "0", "--epochs", "1", "--iterations", "4",
+            "--finetune-epochs", "1", "--finetune-iterations", "4"]  # fmt: skip
     try:
         out = run("demo", "--workspace", str(workspace), "--port", port, "--keep", *tiny)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -122,6 +124,8 @@ def test_demo_runs_the_loop_end_to_end(demo: DemoRun, sample_dir: Path) -> None:
     assert "18 tasks (18 new), 6 images held out" in demo.stdout
     for arm in ("pseudo-labels (classical)", "nnunet-r0", "nnunet-r1"):
         assert f"| {arm} | " in demo.stdout
+    # the serving gate compared the sources on the round's corrections and said what it chose
+    assert re.search(r"next round, annotators get: (keeps serving|serves) \S+", demo.stdout)
     assert (demo.workspace / "learning_curve.png").stat().st_size > 0
     assert "annotator@activeseg.local" in demo.stdout
     assert f"http://127.0.0.1:{demo.port}/projects/" in demo.stdout

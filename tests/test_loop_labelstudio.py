@@ -192,30 +192,41 @@ def test_full_loop(
         ls_client.sdk.ml.train(id=init.ml_backend_id)  # Label Studio's own "Start Training" call
         finished = wait_for("fine-tuning", lambda: _finished(store, check.id), timeout=900,
                             explain=partial(_job_report, store, check.id))  # fmt: skip
-        assert finished.status == DONE and finished.result == {"status": "fine-tuned", "model": "nnunet-r1"}
+        assert finished.status == DONE and finished.result["model"] == "nnunet-r1"
         wait_for("the queue to drain", lambda: not any(j.active for j in store.list(pid)), timeout=120)
         trained = [j for j in store.list(pid) if j.result.get("status") == "fine-tuned"]
         assert [j.id for j in trained] == [check.id]
         assert [m.version for m in list_models(ctx.dir.workspace)] == ["nnunet-r0", "nnunet-r1"]
         state = ctx.state()
-        assert state.served == "nnunet-r1" and state.rounds[0].finetuned == "nnunet-r1"
+        assert state.rounds[0].finetuned == "nnunet-r1" and state.latest == "nnunet-r1"
         assert state.rounds[0].coreset_msa is not None and state.rounds[0].n_annotated == 2
+        # the serving gate scored the pseudo-labels and nnunet-r0 on the 2 corrections before
+        # fine-tuning on them; the new nnunet-r1 waits for the next round's corrections
+        comparison = state.rounds[0].comparison
+        assert set(comparison) == {state.pseudo_version, "nnunet-r0"}
+        assert all(c["n"] == 2 for c in comparison.values())
+        r0_wins = comparison["nnunet-r0"]["msa"] > comparison[state.pseudo_version]["msa"]
+        assert state.served == ("nnunet-r0" if r0_wins else None)
+        assert finished.result["served"] == state.served and state.rounds[0].decision
+        served_source = state.served or state.pseudo_version
 
-        # 7. the backend now serves the fine-tuned model for the other tasks
+        # 7. the backend serves what the gate chose for the other tasks, never the unvouched r1
         retrieve_predictions(label_studio, pid)
         tasks = {int(t["id"]): t for t in ls_client.tasks(pid)}
         for task_id in rnd.order[2:]:
-            served = [p for p in tasks[task_id]["predictions"] if p["model_version"] == "nnunet-r1"]
-            assert len(served) == 1, f"task {task_id} got no nnunet-r1 prediction"
+            versions = [p["model_version"] for p in tasks[task_id]["predictions"]]
+            assert served_source in versions and "nnunet-r1" not in versions, versions
 
         # 8. status, learning curve, export; annotations untouched by all of it
         status = project_status(ctx)
         text = format_status(status)
         assert "core-set 2/2 annotated" in text and "nnunet-r1" in text and "2 annotated" in text
+        assert "round 1: on its 2 corrections, before training on them:" in text
+        assert f"serving: {served_source}" in text and "nnunet-r1 is kept but not served" in text
         assert "still to annotate" not in text
         assert status.curve is not None and status.curve.stat().st_size > 0
         report = export_project(ctx, tmp_path / "export")
-        assert report.n_images == N_IMAGES and report.by_source == {"human": 2, "nnunet-r1": N_IMAGES - 2}
+        assert report.n_images == N_IMAGES and report.by_source == {"human": 2, served_source: N_IMAGES - 2}
         assert {t: _annotation_facts(ls_client, t) for t in rnd.coreset} == before
 
         # 9. the next round ranks with the fine-tuned model and shows its masks
@@ -225,9 +236,13 @@ def test_full_loop(
         assert top is not None and top["id"] in (nxt.order[0], rnd.order[2])  # a locked task is served again
         first = ls_client.task(nxt.order[0])
         shown = [p for p in first["predictions"] if p["model_version"] == "round-2"]
-        stored = ProjectDir(model_dir, pid).scores_dir("nnunet-r1") / f"{nxt.order[0]}.npz"
-        with np.load(stored) as data:
-            assert len(shown[0]["result"]) == len(np.unique(data["labels"])) - 1
+        if state.served:  # the served model's stored masks
+            stored = ProjectDir(model_dir, pid).scores_dir(state.served) / f"{nxt.order[0]}.npz"
+            with np.load(stored) as data:
+                assert len(shown[0]["result"]) == len(np.unique(data["labels"])) - 1
+        else:  # the pseudo-labels
+            pseudo = [p for p in first["predictions"] if p["model_version"] == state.pseudo_version]
+            assert shown[0]["result"] == pseudo[-1]["result"]
     finally:
         backend.close()
         app.config["worker"].stop()

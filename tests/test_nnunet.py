@@ -4,6 +4,8 @@ predict / fine-tune run of the real nnunetv2 on CPU."""
 from __future__ import annotations
 
 import errno
+import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +146,15 @@ def test_plan_train_predict_finetune(
     assert [e.epoch for e in epochs] == [2]  # resumed from nnU-Net's checkpoint, epoch 1 not redone
     assert np.isfinite(epochs[0].train_loss) and len(epochs[0].pseudo_dice) == 2
     assert info.checkpoint(ws).is_file() and info.kind == "pretrain"
-    assert info.budget["batch_size"] == 2  # not the plan's GPU-sized batch on a CPU
     assert not (info.checkpoint(ws).parent / "checkpoint_best.pth").exists()
+    # on a CPU the compute-aware configuration, smaller than nnU-Net's own plan, is the default
+    plans = json.loads((ws.preprocessed_dir / "nnUNetPlans.json").read_text())["configurations"]
+    stock = plans["2d"]
+    assert info.configuration == "2d_lite" and plans["2d_lite"]["inherits_from"] == "2d"
+    assert info.plan["patch_size"][0] < stock["patch_size"][0]
+    assert max(info.plan["features"]) < max(stock["architecture"]["arch_kwargs"]["features_per_stage"])
+    assert info.budget["batch_size"] == info.plan["batch_size"] > 2 and "objects ~" in info.plan["reason"]
+    assert info.iterations_run == 20 and info.metrics["parameters"] < 5_000_000
 
     predictor = Predictor(ws, "pretrain-1")
     # nnU-Net's printing (plans, epochs) went to the workspace log, not to the user's terminal
@@ -170,8 +179,10 @@ def test_plan_train_predict_finetune(
     )
     preprocess(ws, n_proc=2)
     budget = TrainBudget(epochs=1, iterations_per_epoch=10, val_iterations=2, initial_lr=1e-3)
-    ft = train(ws, "finetune-1", budget, sources={"human": 2, "pseudo": 10}, parent="pretrain-1")
+    ft = train(ws, "finetune-1", budget, sources={"human": 2, "pseudo": 10}, parent="pretrain-1",
+               configuration="2d")  # fmt: skip
     assert ft.parent == "pretrain-1" and ft.kind == "finetune" and ft.budget["initial_lr"] == 1e-3
+    assert ft.configuration == "2d_lite"  # a fine-tune keeps its parent's network, whatever is asked
     assert [m.version for m in list_models(ws)] == ["pretrain-1", "finetune-1"]
     with pytest.raises(WorkspaceError, match="already exists"):
         train(ws, "finetune-1", TrainBudget(), sources={})
@@ -179,3 +190,76 @@ def test_plan_train_predict_finetune(
         Predictor(ws, "finetune-1").predict(model_channels(held_out[0].image)).labels.shape
         == held_out[0].labels.shape
     )
+
+    # nnU-Net's own plan, asked for: trained with batch 2 on a CPU, not its GPU-sized batch
+    stock_info = train(ws, "stock-1", TrainBudget(epochs=1, iterations_per_epoch=2, val_iterations=1),
+                       sources={"pseudo": 12}, configuration="2d")  # fmt: skip
+    assert stock_info.configuration == "2d" and stock_info.budget["batch_size"] == 2
+    assert Predictor(ws, "stock-1").predict(model_channels(held_out[0].image)).labels.shape == (
+        held_out[0].labels.shape
+    )
+
+
+@pytest.mark.slow
+def test_budget_in_minutes_ends_training_and_decays_the_learning_rate(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    import torch
+
+    from activeseg.nnunet.engine import UNBOUNDED_EPOCHS, TrainBudget, plan_and_preprocess, train
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    export_dataset(ws, load_cases(sample_dir, 6))
+    plan_and_preprocess(ws, n_proc=2)
+    budget = TrainBudget.of(None, 0.15, iterations_per_epoch=2, val_iterations=1)
+    assert budget.epochs == UNBOUNDED_EPOCHS and budget.minutes == 0.15
+    info = train(ws, "timed", budget, sources={"pseudo": 6})
+    assert 0.5 * 9 <= info.training_seconds <= 9 + 5  # stopped at the budget, within an epoch
+    assert info.iterations_run >= 4 and info.iterations_run % 2 == 0
+    lrs = torch.load(info.checkpoint(ws), weights_only=False)["logging"]["lrs"]
+    assert lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in itertools.pairwise(lrs))
+    assert lrs[-1] < 0.5e-2  # poly decay over the time spent, not over the (unbounded) epochs
+    with pytest.raises(WorkspaceError, match="needs iterations or minutes"):
+        TrainBudget.of(None, None)
+    with pytest.raises(WorkspaceError, match="--minutes must be positive"):
+        TrainBudget.of(None, -1)
+
+
+def test_lite_plan_follows_the_objects_size(tmp_path: Path) -> None:
+    """The compute-aware configuration: patch from the objects' size, pooled to an 8 px
+    bottleneck, 16-256 features, batch keeping the stock plan's pixels per CPU step."""
+    from PIL import Image
+
+    from activeseg.nnunet.plans import derive_lite, object_diameter
+
+    stock = {
+        "patch_size": [256, 256], "batch_size": 27,
+        "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
+            "n_stages": 7, "features_per_stage": [32, 64, 128, 256, 512, 512, 512],
+            "kernel_sizes": [[3, 3]] * 7, "strides": [[1, 1]] + [[2, 2]] * 6,
+            "n_conv_per_stage": [2] * 7, "n_conv_per_stage_decoder": [2] * 6}},
+    }  # fmt: skip
+    small, choice = derive_lite(stock, diameter=20)
+    kwargs = small["architecture"]["arch_kwargs"]
+    assert small["inherits_from"] == "2d" and small["patch_size"] == [128, 128] and choice.n_stages == 5
+    assert kwargs["features_per_stage"] == [16, 32, 64, 128, 256] and len(kwargs["strides"]) == 5
+    assert small["batch_size"] == 8 == choice.batch_size
+    assert stock["architecture"]["arch_kwargs"]["n_stages"] == 7  # the stock plan is left as it was
+    tiny, _ = derive_lite(stock, diameter=8)
+    assert tiny["patch_size"] == [64, 64] and tiny["architecture"]["arch_kwargs"]["n_stages"] == 4
+    assert tiny["batch_size"] == 32
+    big, _ = derive_lite(stock, diameter=80)
+    assert big["patch_size"] == [256, 256] and big["batch_size"] == 2  # never above the stock patch
+
+    # the diameter is measured on nnU-Net's class labels: interior components plus their border
+    labels = tmp_path / "labelsTr"
+    labels.mkdir()
+    classes = np.zeros((100, 100), np.uint8)
+    yy, xx = np.mgrid[:100, :100]
+    for cy, cx in ((25, 25), (25, 75), (75, 50)):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2
+        classes[disc <= 100] = 2  # radius 10: diameter ~20
+        classes[disc <= 81] = 1
+    Image.fromarray(classes).save(labels / "a.png")
+    assert object_diameter(labels) == pytest.approx(20, abs=1.5)
+    assert object_diameter(tmp_path / "none") is None

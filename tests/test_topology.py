@@ -173,7 +173,7 @@ def test_one_round_with_every_service_in_its_own_process(
 
         # webhook -> backend -> Redis -> worker -> job process: the new model is served
         project = ProjectDir(model_dir, pid)
-        wait_for("fine-tuning by the worker", lambda: project.load().served == "nnunet-r1", timeout=900)
+        wait_for("fine-tuning by the worker", lambda: project.load().latest == "nnunet-r1", timeout=900)
         store = JobStore(jobs_dir(model_dir))
         wait_for("the queue to drain", lambda: not any(j.active for j in store.list(pid)), timeout=120)
         finetuned = [j for j in store.list(pid) if j.result.get("status") == "fine-tuned"]
@@ -186,14 +186,17 @@ def test_one_round_with_every_service_in_its_own_process(
 
         # Label Studio asks the backend process for predictions: it serves the fine-tuned model
         retrieve_predictions(ls, pid)
+        state = project.load()
+        served_source = state.served or state.pseudo_version
         served = postgres.query(
             "SELECT count(DISTINCT task_id) FROM prediction "
-            f"WHERE project_id = {pid} AND model_version = 'nnunet-r1'"
+            f"WHERE project_id = {pid} AND model_version = '{served_source}'"
         )
         assert int(served) >= N_IMAGES - len(coreset)
 
         outputs["status"] = activeseg(env, tmp_path, "status", "--project", str(pid))
         assert "core-set 2/2 annotated" in outputs["status"] and "nnunet-r1" in outputs["status"]
+        assert f"serving: {served_source}" in outputs["status"]
         outputs["jobs"] = activeseg(env, tmp_path, "jobs")
         assert job.id in outputs["jobs"]
     finally:

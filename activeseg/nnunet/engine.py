@@ -196,7 +196,7 @@ def _trained_seconds(trainer: Any) -> float:
     """Seconds spent in finished epochs (restored from a checkpoint's log on resume)."""
     log = trainer.logger
     starts, ends = log.get_value("epoch_start_timestamps", None), log.get_value("epoch_end_timestamps", None)
-    return float(sum(e - s for s, e in zip(starts, ends)))
+    return float(sum(e - s for s, e in zip(starts, ends, strict=False)))
 
 
 class TimeUp(Exception):

@@ -114,10 +114,11 @@ def derive_lite(stock: dict[str, Any], diameter: float | None) -> tuple[dict[str
         n_conv_per_stage_decoder=[2] * (n_stages - 1),
     )
     config = {"inherits_from": STOCK, "patch_size": patch, "batch_size": batch, "architecture": arch}
+    stock_features = stock_kwargs["features_per_stage"]
     reason = (
         f"CPU: {why_patch} -> patch {'x'.join(map(str, patch))} (stock {'x'.join(map(str, stock_patch))}); "
         f"pooled to a {min(patch) // 2 ** (n_stages - 1)} px bottleneck; features {BASE_FEATURES}-"
-        f"{features[-1]} (stock {stock_kwargs['features_per_stage'][0]}-{max(stock_kwargs['features_per_stage'])}); "
+        f"{features[-1]} (stock {stock_features[0]}-{max(stock_features)}); "
         f"batch {batch} = the stock plan's pixels per CPU step"
     )
     return config, PlanChoice(LITE, patch, n_stages, features, batch, reason)
