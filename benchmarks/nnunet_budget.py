@@ -79,42 +79,50 @@ def run(
               on_epoch=lambda p: print(f"  {version}: epoch {p.epoch}, {p.minutes:.1f}/{minutes:g} min, "
                                        f"loss {p.train_loss:.3f}", flush=True))  # fmt: skip
     info = next(m for m in list_models(ws) if m.version == version)
-    predictor = Predictor(ws, version, device=args.device)
-    t = time.perf_counter()
-    pairs = [(gt, predictor.predict(model_channels(img)).labels) for img, gt in tests]
-    predict_s = (time.perf_counter() - t) / len(tests)
-    scores = score_dataset(pairs)
     return {
         "plan": "stock" if plan == STOCK else plan, "minutes": round(info.training_seconds / 60, 2),
         "budget_minutes": minutes, "iterations": info.iterations_run, "batch": int(info.budget["batch_size"]),
         "parameters": int(info.metrics.get("parameters", 0)),
         "s_per_iteration": round(info.training_seconds / max(1, info.iterations_run), 3),
-        "msa": round(scores.msa, 4), "ap50": round(scores.ap[0.5], 4), "f1": round(scores.f1, 4),
-        "predict_s_per_image": round(predict_s, 3), "plan_reason": info.plan.get("reason", ""),
+        "plan_reason": info.plan.get("reason", ""), **score(ws, version, args.device, tests, tta=False),
     }  # fmt: skip
+
+
+def score(ws: Workspace, version: str, device: str, tests: list[Any], tta: bool) -> dict[str, float]:
+    """mSA, AP50, F1 on the test images, plain or with test-time flips (keys ending in _tta)."""
+    predictor = Predictor(ws, version, device=device)
+    t = time.perf_counter()
+    pairs = [(gt, predictor.predict(model_channels(img), tta=tta).labels) for img, gt in tests]
+    predict_s = (time.perf_counter() - t) / len(tests)
+    scores = score_dataset(pairs)
+    end = "_tta" if tta else ""
+    return {f"msa{end}": round(scores.msa, 4), f"ap50{end}": round(scores.ap[0.5], 4),
+            f"f1{end}": round(scores.f1, 4), f"predict_s_per_image{end}": round(predict_s, 3)}  # fmt: skip
 
 
 def report(runs: list[dict[str, Any]], pseudo_msa: float | None, n_test: int, machine: str) -> None:
     runs = sorted(runs, key=lambda r: (r["labels"], r["plan"], r["budget_minutes"]))
     print(f"\nDSB2018 stage-1 test, {n_test} fluorescence images; 541 training images; {machine}\n")
-    print(
-        "| labels | plan | budget min | trained min | iterations | batch | s / iteration | mSA | AP50 | F1 |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| labels | plan | budget min | trained min | iterations | batch | s / it | mSA | AP50 | F1 "
+          "| mSA, flips | AP50, flips |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         cells = [
             r["labels"], r["plan"], f"{r['budget_minutes']:g}", f"{r['minutes']:.1f}", r["iterations"],
-            r["batch"], f"{r['s_per_iteration']:.2f}", *(f"{r[k]:.3f}" for k in ("msa", "ap50", "f1")),
+            r["batch"], f"{r['s_per_iteration']:.2f}",
+            *(f"{r[k]:.3f}" if k in r else "-" for k in ("msa", "ap50", "f1", "msa_tta", "ap50_tta")),
         ]  # fmt: skip
         print("| " + " | ".join(map(str, cells)) + " |")
     if pseudo_msa is not None:
-        print(f"| classical pseudo-labels (reference) | | | | | | | {pseudo_msa:.3f} | | |")
+        print(f"| classical pseudo-labels (reference) | | | | | | | {pseudo_msa:.3f} | | | | |")
     RESULTS.mkdir(exist_ok=True)
     keep = ("plan", "labels", "minutes", "budget_minutes", "iterations", "batch", "parameters",
-            "s_per_iteration", "msa", "ap50", "f1", "predict_s_per_image")  # fmt: skip
+            "s_per_iteration", "msa", "ap50", "f1", "predict_s_per_image",
+            "msa_tta", "ap50_tta", "f1_tta", "predict_s_per_image_tta")  # fmt: skip
     out = {
         "machine": machine, "test_images": n_test, "pseudo_labels_msa": pseudo_msa,
-        "runs": [{k: r[k] for k in keep} for r in runs], "default_plan": default_configuration("cpu"),
+        "runs": [{k: r[k] for k in keep if k in r} for r in runs],
+        "default_plan": default_configuration("cpu"),
         "plan_reasons": sorted({r["plan_reason"] for r in runs if r["plan_reason"]}),
     }  # fmt: skip
     atomic_write_text(RESULTS / "nnunet_budget.json", json.dumps(out, indent=1))
@@ -162,6 +170,12 @@ def main() -> None:
     parser.add_argument("--plans", default=f"{LITE},stock", help=f"{LITE} and/or stock, comma-separated")
     parser.add_argument("--labels", default="pseudo,ground-truth", help="pseudo and/or ground-truth")
     parser.add_argument("--iterations-per-epoch", type=int, default=50)
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score each model with test-time flips (4 predictions per image)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data", type=Path, default=shared_data())
     parser.add_argument("--workspace", type=Path, default=Path("benchmarks/out/nnunet_budget"))
@@ -188,10 +202,14 @@ def main() -> None:
                 for plan in args.plans.split(","):
                     plan = STOCK if plan == "stock" else plan
                     out = runs_dir / f"{labels}_{plan}_{minutes:g}min_{args.device}.json"
-                    if out.is_file():
-                        continue
-                    record = dict(run(ws, plan, minutes, args, tests), labels=labels, device=args.device)
-                    atomic_write_text(out, json.dumps(record, indent=1))
+                    if not out.is_file():
+                        record = dict(run(ws, plan, minutes, args, tests), labels=labels, device=args.device)
+                        atomic_write_text(out, json.dumps(record, indent=1))
+                    record = json.loads(out.read_text())
+                    if args.tta and "msa_tta" not in record:
+                        version = f"{plan}-{minutes:g}min-{args.device}"
+                        record.update(score(ws, version, args.device, tests, tta=True))
+                        atomic_write_text(out, json.dumps(record, indent=1))
                     print(f"{labels} {plan} {minutes:g} min: mSA {record['msa']:.3f}", flush=True)
     runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*_*min_*.json"))]
     report(runs, pseudo_msa, len(tests), args.machine)

@@ -121,6 +121,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
         pretrain_iterations=args.pretrain_iterations,
         finetune_iterations=args.finetune_iterations,
         iterations_per_epoch=args.iterations_per_epoch,
+        pretrain_minutes=args.pretrain_minutes,
+        finetune_minutes=args.finetune_minutes,
+        configuration=args.plan,
         finetune_with_pseudo=args.finetune_with_pseudo,
         full=not args.no_full,
         device=args.device,
@@ -576,6 +579,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune-iterations", type=int, default=50, help="every arm's extra budget (default: %(default)s)"
     )
     p.add_argument("--iterations-per-epoch", type=int, default=50, help="default: %(default)s")
+    p.add_argument(
+        "--pretrain-minutes",
+        type=float,
+        default=None,
+        help="pretraining time budget instead of --pretrain-iterations (default: none)",
+    )
+    p.add_argument(
+        "--finetune-minutes",
+        type=float,
+        default=None,
+        help="every arm's extra training time instead of --finetune-iterations (default: none)",
+    )
+    p.add_argument(
+        "--plan",
+        choices=list(CONFIGURATIONS),
+        default=None,
+        help="nnU-Net configuration (default: 2d_lite on cpu, 2d on cuda)",
+    )
     p.add_argument(
         "--finetune-with-pseudo",
         action=argparse.BooleanOptionalAction,

@@ -1,7 +1,8 @@
 """``activeseg study``: how close a small corrected core-set gets to full supervision.
 
-Every arm trains the same nnU-Net (stock plans, made on the pool's pseudo-labels) with the same
-budget and is scored on the same held-out images:
+Every arm trains the same nnU-Net (planned on the pool's pseudo-labels, in the device's default
+configuration: ``2d_lite`` on a CPU, nnU-Net's own ``2d`` on a GPU) with the same budget, in
+iterations or in minutes, and is scored on the same held-out images:
 
 | arm | trained on |
 |---|---|
@@ -49,7 +50,15 @@ from activeseg.fsutil import atomic_write_text
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import Case, export_dataset
-from activeseg.nnunet.engine import TrainBudget, list_models, plan_and_preprocess, preprocess, train
+from activeseg.nnunet.engine import (
+    UNBOUNDED_EPOCHS,
+    TrainBudget,
+    list_models,
+    plan_and_preprocess,
+    preprocess,
+    train,
+)
+from activeseg.nnunet.plans import default_configuration
 from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import foreground_entropy
 from orchestrator.context import LoopError
@@ -65,7 +74,12 @@ FULL_FROM_SCRATCH = "full, from scratch"
 PRETRAINED = "pseudo-r0"
 POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
 #: what a study folder made before a setting existed was run with
-SETTINGS_BEFORE_THEY_EXISTED = {"finetune_with_pseudo": False}
+SETTINGS_BEFORE_THEY_EXISTED = {
+    "finetune_with_pseudo": False,
+    "configuration": "2d",
+    "pretrain_minutes": None,
+    "finetune_minutes": None,
+}
 
 Report = Callable[[str], None]
 
@@ -82,6 +96,10 @@ class StudyConfig:
     pretrain_iterations: int = 150
     finetune_iterations: int = 50
     iterations_per_epoch: int = 50
+    #: budgets in minutes instead of iterations (then the iterations only cap them)
+    pretrain_minutes: float | None = None
+    finetune_minutes: float | None = None
+    configuration: str | None = None  # nnU-Net configuration; None: the device's default
     pretrain_lr: float = 1e-2
     finetune_lr: float = 1e-3
     finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled
@@ -109,16 +127,20 @@ class StudyConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What cached runs depend on; budgets, seeds, full, device and workers may change between calls."""
         keep = ("pool_size", "test_size", "strategy", "pretrain_iterations", "finetune_iterations",
-                "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo")  # fmt: skip
-        return {"train": str(self.train.resolve()), "test": str(self.test.resolve())} | {
-            k: getattr(self, k) for k in keep
-        }
+                "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
+                "pretrain_minutes", "finetune_minutes")  # fmt: skip
+        return (
+            {"train": str(self.train.resolve()), "test": str(self.test.resolve())}
+            | {k: getattr(self, k) for k in keep}
+            | {"configuration": self.configuration or default_configuration(self.device)}
+        )
 
-    def budget(self, iterations: int, lr: float) -> TrainBudget:
+    def budget(self, iterations: int, lr: float, minutes: float | None = None) -> TrainBudget:
         per_epoch = min(iterations, self.iterations_per_epoch)
         if iterations % per_epoch:  # e.g. from scratch: pretrain + fine-tune iterations
             per_epoch = math.gcd(iterations, per_epoch)
-        return TrainBudget(epochs=iterations // per_epoch, iterations_per_epoch=per_epoch, initial_lr=lr)
+        epochs = iterations // per_epoch if minutes is None else UNBOUNDED_EPOCHS
+        return TrainBudget(epochs=epochs, iterations_per_epoch=per_epoch, initial_lr=lr, minutes=minutes)
 
 
 @dataclass(frozen=True)
@@ -286,15 +308,19 @@ class Study:
         picked = self.select(r.arm, r.k, r.seed or 0) if r.arm in SELECTION_ARMS else None
         cases = self.training_cases(r.arm, picked)
         if r.arm == FULL_FROM_SCRATCH:
-            budget = cfg.budget(cfg.pretrain_iterations + cfg.finetune_iterations, cfg.pretrain_lr)
+            minutes = (cfg.pretrain_minutes or 0) + (cfg.finetune_minutes or 0) or None
+            budget = cfg.budget(cfg.pretrain_iterations + cfg.finetune_iterations, cfg.pretrain_lr, minutes)
             parent = None
         else:
-            budget, parent = cfg.budget(cfg.finetune_iterations, cfg.finetune_lr), PRETRAINED
+            budget = cfg.budget(cfg.finetune_iterations, cfg.finetune_lr, cfg.finetune_minutes)
+            parent = PRETRAINED
         self._train(version, cases, budget, parent, r.seed or 0)
         record = self._score_model(version)
+        info = next(m for m in list_models(self.ws) if m.version == version)
         if not self.keep_models:
             shutil.rmtree(self.ws.models / version)
-        return dict(record, picked=picked, iterations=budget.iterations)
+        return dict(record, picked=picked, iterations=info.iterations_run,
+                    training_minutes=round(info.training_seconds / 60, 2))  # fmt: skip
 
     def _train(
         self, version: str, cases: list[Case], budget: TrainBudget, parent: str | None, seed: int
@@ -314,12 +340,12 @@ class Study:
             "pseudo": sum(c.source == "pseudo" for c in cases),
         }
         train(self.ws, version, budget, sources, parent=parent, device=self.config.device,
-              workers=self.config.workers)  # fmt: skip
+              workers=self.config.workers, configuration=self.config.configuration)  # fmt: skip
 
     def _pretrain(self) -> None:
         """The shared pseudo model; nnU-Net plans itself on the pseudo-labels, as in the loop."""
         cfg = self.config
-        budget = cfg.budget(cfg.pretrain_iterations, cfg.pretrain_lr)
+        budget = cfg.budget(cfg.pretrain_iterations, cfg.pretrain_lr, cfg.pretrain_minutes)
         self._train(PRETRAINED, self.pseudo_cases(), budget, None, POOL_SEED)
 
     def _predictor(self, version: str) -> Any:

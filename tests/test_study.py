@@ -82,6 +82,13 @@ def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
     Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
     with pytest.raises(LoopError, match="other settings \\(finetune_with_pseudo\\)"):
         Study(config(pool_size=10), tmp_path)
+    # ... and before the compute-aware plan existed, with nnU-Net's own 2d configuration
+    settings = json.loads((tmp_path / "study.json").read_text())
+    del settings["configuration"]
+    (tmp_path / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(LoopError, match="other settings \\(configuration\\)"):
+        Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
+    Study(config(pool_size=10, finetune_with_pseudo=False, configuration="2d"), tmp_path)
 
 
 @needs_data
