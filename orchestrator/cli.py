@@ -233,9 +233,12 @@ def _context(args: argparse.Namespace) -> ProjectContext:
 CLEAR = object()  # a flag that resets a saved setting to None
 
 
-def _minutes(value: float | None) -> object:
+def _minutes(value: float | None, *iteration_flags: int | None) -> object:
+    """``--minutes`` as a setting: 0 clears it, and so do epochs or iterations given without it."""
     if value is not None and value < 0:
         raise LoopError(f"--minutes must be positive (0 clears the saved budget), got {value:g}")
+    if value is None:
+        return CLEAR if any(f is not None for f in iteration_flags) else None
     return CLEAR if value == 0 else value
 
 
@@ -299,7 +302,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         ctx,
         epochs=args.epochs,
         iterations_per_epoch=args.iterations,
-        minutes=_minutes(args.minutes),
+        minutes=_minutes(args.minutes, args.epochs, args.iterations),
         configuration=args.plan,
         device=args.device,
         eval_labels=args.eval_labels,
@@ -337,7 +340,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         ctx,
         finetune_epochs=args.epochs,
         finetune_iterations_per_epoch=args.iterations,
-        finetune_minutes=_minutes(args.minutes),
+        finetune_minutes=_minutes(args.minutes, args.epochs, args.iterations),
         device=args.device,
         with_pseudo=args.with_pseudo,
         eval_labels=args.eval_labels,
@@ -694,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes",
         type=float,
         default=None,
-        help="training time budget; the epochs then only cap it (saved; 0 clears it; default: none)",
+        help="training time budget; the epochs then only cap it (saved; 0, or --epochs/--iterations "
+        "without --minutes, clears it; default: none)",
     )
     p.add_argument(
         "--plan",
@@ -744,7 +748,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs (saved; default 2)")
     p.add_argument("--iterations", type=int, default=None, help="iterations per epoch (default 25)")
     p.add_argument(
-        "--minutes", type=float, default=None, help="training time budget (saved; 0 clears it; default: none)"
+        "--minutes",
+        type=float,
+        default=None,
+        help="training time budget (saved; 0, or --epochs/--iterations without it, clears it; default: none)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(

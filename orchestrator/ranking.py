@@ -4,8 +4,8 @@ Scores come from the newest nnU-Net model (stored when it was trained) or, befor
 one, from the cold-start scorer. The round is recorded before anything is pushed, so a re-run
 after a failure (Label Studio stopped, Ctrl-C) pushes the same round again and completes it.
 
-Pre-annotations shown to annotators: the newest *fine-tuned* model's masks once there is one;
-before that the pseudo-labels (nnU-Net trained on pseudo-labels is not better than them).
+Pre-annotations shown to annotators: the served source's masks, i.e. the pseudo-labels until a
+model has beaten them on a round's corrections (the serving gate, ``orchestrator.serving``).
 """
 
 from __future__ import annotations

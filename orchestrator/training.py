@@ -157,15 +157,14 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
     version = finetune_version(rnd.number)
     parent = state.latest
     settings = state.settings
-    if not rnd.comparison:  # before the corrections are trained on (a re-run keeps the first)
-        comparison = compare_on_corrections(ctx, rnd, tasks)
-        decision = decide(state.served, state.pseudo_version, comparison)
+    # the serving gate, before the corrections are trained on (a re-run keeps the first scores)
+    comparison = rnd.comparison or compare_on_corrections(ctx, rnd, tasks)
+    decision = decide(state.served, state.pseudo_version, comparison)
+    if not rnd.comparison:
         with ctx.dir.update() as st:
             current = next(r for r in st.rounds if r.number == rnd.number)
             current.comparison, current.decision = comparison, decision.reason
-        rnd.comparison, rnd.decision = comparison, decision.reason
         report(f"round {rnd.number}: {decision.reason}")
-    served_next = decide(state.served, state.pseudo_version, rnd.comparison).served
     info = _existing(ctx, version)
     if info is None:
         human = [t for t in tasks if has_human_labels(t)]
@@ -189,7 +188,7 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
     # every task: annotated ones give the next ranking its existing centres
     errors = _score_all(ctx, version, tasks)
     with ctx.dir.update() as st:
-        st.served = served_next
+        st.served = decision.served
         current = next(r for r in st.rounds if r.number == rnd.number)
         current.finetuned = version
         current.coreset_msa = shown
@@ -197,7 +196,7 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
     evaluate(ctx, [version], tasks)
     for task_id, error in errors:
         report(f"task {task_id} could not be scored: {error}")
-    report(f"annotators now get {served_next or f'the pseudo-labels ({state.pseudo_version})'}; "
+    report(f"annotators now get {decision.served or f'the pseudo-labels ({state.pseudo_version})'}; "
            f"{version} is served once round {rnd.number + 1}'s corrections show it beats that")  # fmt: skip
     return info
 

@@ -110,8 +110,8 @@ def test_full_loop(
         ctx = ProjectContext.from_env(pid, model_dir, client=ls_client)
         with ctx.dir.update() as state:
             s = state.settings
-            s.epochs, s.iterations_per_epoch = 1, 6
-            s.finetune_epochs, s.finetune_iterations_per_epoch = 1, 4
+            s.epochs, s.iterations_per_epoch, s.minutes = 1, 6, None
+            s.finetune_epochs, s.finetune_iterations_per_epoch, s.finetune_minutes = 1, 4, None
             s.eval_labels = str(dataset / "labels")
 
         # 3. pretrain through the queue; the job's process is killed once training has started

@@ -157,6 +157,7 @@ def test_one_round_with_every_service_in_its_own_process(
         assert "model nnunet-r0 trained" in outputs["pretrain"]
         with ProjectDir(model_dir, pid).update() as state:  # a CI-sized fine-tuning for the webhook's job
             state.settings.finetune_epochs, state.settings.finetune_iterations_per_epoch = 1, 4
+            state.settings.finetune_minutes = None
         outputs["rank"] = activeseg(env, tmp_path, "rank", "--project", str(pid), "--budget", "2")
         coreset = [
             int(t) for t in re.search(r"core-set of 2: tasks ([\d, ]+)", outputs["rank"]).group(1).split(", ")
