@@ -71,8 +71,10 @@ class Settings:
     finetune_epochs: int = 2
     finetune_iterations_per_epoch: int = 25
     finetune_lr: float = 1e-3
-    minutes: float | None = None  # pretraining time budget (None: epochs x iterations alone)
-    finetune_minutes: float | None = None
+    #: training time budgets (None: epochs x iterations alone); on 2 CPU cores 10 minutes of
+    #: 2d_lite on pseudo-labels already beat them (benchmarks/README.md)
+    minutes: float | None = 20.0
+    finetune_minutes: float | None = 5.0
     configuration: str | None = None  # nnU-Net configuration; None: the device's default
     device: str = "cpu"
     strategy: str = "hybrid"

@@ -698,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="training time budget; the epochs then only cap it (saved; 0, or --epochs/--iterations "
-        "without --minutes, clears it; default: none)",
+        "without --minutes, clears it; default: 20)",
     )
     p.add_argument(
         "--plan",
@@ -751,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes",
         type=float,
         default=None,
-        help="training time budget (saved; 0, or --epochs/--iterations without it, clears it; default: none)",
+        help="training time budget (saved; 0, or --epochs/--iterations without it, clears it; default: 5)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(
