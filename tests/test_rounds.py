@@ -81,3 +81,36 @@ def test_curve_points_prefer_evaluation_labels() -> None:
     state.evaluations = {}
     points, metric = curve_points(state, [])
     assert "core-set" in metric and [(p.n_annotated, p.value) for p in points] == [(2, 0.4)]
+
+
+def test_latest_model_and_status_show_the_serving_gate() -> None:
+    """The newest model ranks and is fine-tuned from; status says what is served and why."""
+    from orchestrator.status import ProjectStatus, format_status
+
+    state = ProjectState(1, pseudo_version="classical-v1", pretrained="nnunet-r0")
+    assert state.latest == "nnunet-r0"
+    state.rounds = [
+        Round(1, "nnunet-r0", "hybrid", 2, [1, 2], [1, 2], finetuned="nnunet-r1",
+              comparison={"classical-v1": {"msa": 0.52, "ap50": 0.7, "f1": 0.8, "n": 2},
+                          "nnunet-r0": {"msa": 0.43, "ap50": 0.6, "f1": 0.7, "n": 2}},
+              decision="keeps serving classical-v1: nnunet-r0 did not beat it"),
+    ]  # fmt: skip
+    assert state.latest == "nnunet-r1" and state.served is None
+    lite = {"configuration": "2d_lite", "patch_size": [128, 128], "n_stages": 5, "features": [16, 256],
+            "batch_size": 8, "reason": "CPU: objects ~18 px across"}  # fmt: skip
+    models = [
+        ModelInfo("nnunet-r0", "pretrain", None, {}, "all", "cpu", {"pseudo": 18}, configuration="2d_lite",
+                  plan=lite, iterations=800, training_seconds=240.0),
+        ModelInfo("nnunet-r1", "finetune", "nnunet-r0", {}, "all", "cpu", {"human": 2, "pseudo": 16},
+                  configuration="2d_lite", plan=lite, iterations=400, training_seconds=120.0),
+    ]  # fmt: skip
+    status = ProjectStatus(1, 20, 2, state, None, models, [], None, "http://ls")
+    text = format_status(status)
+    assert "serving: classical-v1" in text and "nnunet-r1 is kept but not served" in text
+    assert "round 1: on its 2 corrections, before training on them:" in text
+    lines = text.splitlines()
+    first = lines.index("round 1: on its 2 corrections, before training on them:")
+    assert lines[first + 2].split()[:2] == ["classical-v1", "0.520"]  # best first
+    assert lines[first + 3].split()[:2] == ["nnunet-r0", "0.430"]
+    assert lines[first + 4] == "  -> keeps serving classical-v1: nnunet-r0 did not beat it"
+    assert "  800   4.0" in text and "2d_lite: patch 128x128, 5 stages 16-256, batch 8: CPU" in text
