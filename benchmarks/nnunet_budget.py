@@ -136,7 +136,7 @@ def plot(runs: list[dict[str, Any]], pseudo_msa: float | None, path: Path, machi
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for labels, style in zip(LABELS, ("-", "--"), strict=True):
+    for labels, style, marker in zip(LABELS, ("-", "--"), ("o", "s"), strict=True):
         for plan, color in (("stock", "tab:gray"), (LITE, "tab:blue")):
             pts = sorted(
                 (r["minutes"], r["msa"]) for r in runs if r["labels"] == labels and r["plan"] == plan
@@ -146,12 +146,13 @@ def plot(runs: list[dict[str, Any]], pseudo_msa: float | None, path: Path, machi
                     [p[0] for p in pts],
                     [p[1] for p in pts],
                     style,
-                    marker="o",
+                    marker=marker,
                     color=color,
                     label=f"{plan} on {labels}",
                 )
     if pseudo_msa is not None:
         ax.axhline(pseudo_msa, color="tab:red", linestyle=":", label="classical pseudo-labels")
+    ax.set_xlim(0, max([r["minutes"] for r in runs], default=10) * 1.1)
     ax.set_xlabel("training minutes")
     ax.set_ylabel("mSA, 49 DSB2018 test images")
     ax.set_title(f"nnU-Net accuracy per training minute ({machine})", fontsize=9)
