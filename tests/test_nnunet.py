@@ -263,3 +263,34 @@ def test_lite_plan_follows_the_objects_size(tmp_path: Path) -> None:
     Image.fromarray(classes).save(labels / "a.png")
     assert object_diameter(labels) == pytest.approx(20, abs=1.5)
     assert object_diameter(tmp_path / "none") is None
+
+
+def test_lite_plan_is_derived_once_so_a_fine_tune_keeps_its_parents_network(tmp_path: Path) -> None:
+    """A re-export with corrections measures other object sizes; the configuration stays."""
+    from PIL import Image
+
+    from activeseg.nnunet.plans import LITE, add_lite_configuration
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    stock = {
+        "patch_size": [256, 256], "batch_size": 27,
+        "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
+            "n_stages": 7, "features_per_stage": [32, 64, 128, 256, 512, 512, 512],
+            "kernel_sizes": [[3, 3]] * 7, "strides": [[1, 1]] + [[2, 2]] * 6,
+            "n_conv_per_stage": [2] * 7, "n_conv_per_stage_decoder": [2] * 6}},
+    }  # fmt: skip
+    ws.preprocessed_dir.mkdir(parents=True)
+    plans_file = ws.preprocessed_dir / "nnUNetPlans.json"
+    plans_file.write_text(json.dumps({"configurations": {"2d": stock}}))
+    labels = ws.dataset_dir / "labelsTr"
+    labels.mkdir(parents=True)
+    classes = np.zeros((64, 64), np.uint8)
+    classes[10:14, 10:14] = 1  # tiny objects: patch 64
+    Image.fromarray(classes).save(labels / "a.png")
+    first = add_lite_configuration(ws)
+    assert first.patch_size == [64, 64] and "objects ~" in first.reason
+    classes[:] = 0
+    classes[5:45, 5:45] = 1  # the re-export sees large objects
+    Image.fromarray(classes).save(labels / "a.png")
+    assert add_lite_configuration(ws) == first
+    assert json.loads(plans_file.read_text())["configurations"][LITE]["patch_size"] == [64, 64]

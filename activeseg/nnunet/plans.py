@@ -113,7 +113,6 @@ def derive_lite(stock: dict[str, Any], diameter: float | None) -> tuple[dict[str
         n_conv_per_stage=[2] * n_stages,
         n_conv_per_stage_decoder=[2] * (n_stages - 1),
     )
-    config = {"inherits_from": STOCK, "patch_size": patch, "batch_size": batch, "architecture": arch}
     stock_features = stock_kwargs["features_per_stage"]
     reason = (
         f"CPU: {why_patch} -> patch {'x'.join(map(str, patch))} (stock {'x'.join(map(str, stock_patch))}); "
@@ -121,18 +120,31 @@ def derive_lite(stock: dict[str, Any], diameter: float | None) -> tuple[dict[str
         f"{features[-1]} (stock {stock_features[0]}-{max(stock_features)}); "
         f"batch {batch} = the stock plan's pixels per CPU step"
     )
+    config = {"inherits_from": STOCK, "patch_size": patch, "batch_size": batch, "architecture": arch,
+              "activeseg_reason": reason}  # fmt: skip
     return config, PlanChoice(LITE, patch, n_stages, features, batch, reason)
 
 
 def add_lite_configuration(ws: Workspace) -> PlanChoice:
-    """Write ``2d_lite`` into the workspace's plans file (idempotent) and return it."""
+    """Write ``2d_lite`` into the workspace's plans file once and return it.
+
+    Derived when nnU-Net plans (on the pretraining labels) and never again: a re-export with
+    corrections measures slightly other objects, and a fine-tune must keep its parent's network.
+    """
     path = _plans_file(ws)
     plans = json.loads(path.read_text())
-    config, choice = derive_lite(plans["configurations"][STOCK], object_diameter(ws.dataset_dir / "labelsTr"))
-    if plans["configurations"].get(LITE) != config:
-        plans["configurations"][LITE] = config
+    stored = plans["configurations"].get(LITE)
+    if stored is None:
+        diameter = object_diameter(ws.dataset_dir / "labelsTr")
+        stored, _ = derive_lite(plans["configurations"][STOCK], diameter)
+        plans["configurations"][LITE] = stored
         atomic_write_text(path, json.dumps(plans, indent=1))
-    return choice
+    kwargs = stored["architecture"]["arch_kwargs"]
+    return PlanChoice(
+        LITE, [int(p) for p in stored["patch_size"]], int(kwargs["n_stages"]),
+        [int(f) for f in kwargs["features_per_stage"]], int(stored["batch_size"]),
+        str(stored.get("activeseg_reason", "")),
+    )  # fmt: skip
 
 
 def plan_choice(ws: Workspace, configuration: str, batch_size: int | None) -> PlanChoice:
