@@ -3,6 +3,7 @@ predict / fine-tune run of the real nnunetv2 on CPU."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import itertools
 import json
@@ -225,6 +226,16 @@ def test_budget_in_minutes_ends_training_and_decays_the_learning_rate(
         TrainBudget.of(None, -1)
 
 
+#: nnU-Net's 2-D plan for the DSB2018 nuclei, as far as the lite derivation reads it
+STOCK_2D = {
+    "patch_size": [256, 256], "batch_size": 27,
+    "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
+        "n_stages": 7, "features_per_stage": [32, 64, 128, 256, 512, 512, 512],
+        "kernel_sizes": [[3, 3]] * 7, "strides": [[1, 1]] + [[2, 2]] * 6,
+        "n_conv_per_stage": [2] * 7, "n_conv_per_stage_decoder": [2] * 6}},
+}  # fmt: skip
+
+
 def test_lite_plan_follows_the_objects_size(tmp_path: Path) -> None:
     """The compute-aware configuration: patch from the objects' size, pooled to an 8 px
     bottleneck, 16-256 features, batch keeping the stock plan's pixels per CPU step."""
@@ -232,13 +243,7 @@ def test_lite_plan_follows_the_objects_size(tmp_path: Path) -> None:
 
     from activeseg.nnunet.plans import derive_lite, object_diameter
 
-    stock = {
-        "patch_size": [256, 256], "batch_size": 27,
-        "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
-            "n_stages": 7, "features_per_stage": [32, 64, 128, 256, 512, 512, 512],
-            "kernel_sizes": [[3, 3]] * 7, "strides": [[1, 1]] + [[2, 2]] * 6,
-            "n_conv_per_stage": [2] * 7, "n_conv_per_stage_decoder": [2] * 6}},
-    }  # fmt: skip
+    stock = copy.deepcopy(STOCK_2D)
     small, choice = derive_lite(stock, diameter=20)
     kwargs = small["architecture"]["arch_kwargs"]
     assert small["inherits_from"] == "2d" and small["patch_size"] == [128, 128] and choice.n_stages == 5
@@ -272,13 +277,7 @@ def test_lite_plan_is_derived_once_so_a_fine_tune_keeps_its_parents_network(tmp_
     from activeseg.nnunet.plans import LITE, add_lite_configuration
 
     ws = Workspace.open(tmp_path / "ws", create=True)
-    stock = {
-        "patch_size": [256, 256], "batch_size": 27,
-        "architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": {
-            "n_stages": 7, "features_per_stage": [32, 64, 128, 256, 512, 512, 512],
-            "kernel_sizes": [[3, 3]] * 7, "strides": [[1, 1]] + [[2, 2]] * 6,
-            "n_conv_per_stage": [2] * 7, "n_conv_per_stage_decoder": [2] * 6}},
-    }  # fmt: skip
+    stock = copy.deepcopy(STOCK_2D)
     ws.preprocessed_dir.mkdir(parents=True)
     plans_file = ws.preprocessed_dir / "nnUNetPlans.json"
     plans_file.write_text(json.dumps({"configurations": {"2d": stock}}))
