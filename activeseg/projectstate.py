@@ -76,6 +76,9 @@ class Settings:
     minutes: float | None = 20.0
     finetune_minutes: float | None = 5.0
     configuration: str | None = None  # nnU-Net configuration; None: the device's default
+    #: the first model's starting weights: "auto" (the shipped starting point, if it fits), "none"
+    #: (random) or a file (activeseg.nnunet.starting)
+    init: str = "auto"
     device: str = "cpu"
     strategy: str = "hybrid"
     budget: str = "5%"

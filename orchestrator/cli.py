@@ -83,6 +83,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         finetune_epochs=args.finetune_epochs,
         finetune_iterations=args.finetune_iterations,
+        init=args.init,
         seed=args.seed,
         keep=args.keep,
     )
@@ -124,6 +125,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         pretrain_minutes=args.pretrain_minutes,
         finetune_minutes=args.finetune_minutes,
         configuration=args.plan,
+        init=args.init,
         finetune_with_pseudo=args.finetune_with_pseudo,
         full=not args.no_full,
         device=args.device,
@@ -297,6 +299,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from activeseg.nnunet import starting
+
+    if args.init is not None:
+        starting.resolve(args.init)  # a missing or foreign file fails here, not in the job
     ctx = _context(args)
     _save_settings(
         ctx,
@@ -304,6 +310,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         iterations_per_epoch=args.iterations,
         minutes=_minutes(args.minutes, args.epochs, args.iterations),
         configuration=args.plan,
+        init=args.init,
         device=args.device,
         eval_labels=args.eval_labels,
     )
@@ -524,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="default: %(default)s")
     p.add_argument("--finetune-iterations", type=int, default=25, help="default: %(default)s")
+    p.add_argument(
+        "--init",
+        default="auto",
+        metavar="auto|none|FILE",
+        help="nnunet-r0's starting weights: auto, the shipped network trained on pseudo-labels of other "
+        "DSB2018 images (none of the demo's); none, random weights (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="test split and ranking seed (default: %(default)s)")
     p.add_argument(
         "--keep",
@@ -599,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(CONFIGURATIONS),
         default=None,
         help="nnU-Net configuration (default: 2d_lite on cpu, 2d on cuda)",
+    )
+    p.add_argument(
+        "--init",
+        default="auto",
+        metavar="auto|none|FILE",
+        help="the pseudo model's starting weights: auto, the shipped network (trained on the classical "
+        "pseudo-labels of DSB2018 training images, no human labels); none, random (default: %(default)s)",
     )
     p.add_argument(
         "--finetune-with-pseudo",
@@ -707,6 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="nnU-Net configuration: 2d is nnU-Net's own plan, 2d_lite a smaller U-Net sized from the "
         "objects, which learns far more per CPU minute (benchmarks/README.md); default: 2d on cuda, "
         "2d_lite on cpu",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="auto|none|FILE",
+        help="starting weights: auto, the shipped 2d_lite network trained on the pseudo-labels of 517 "
+        "public DSB2018 fluorescence images, when this project's network has its shape; none, random "
+        "weights; or a starting-point file (saved; default: auto)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(

@@ -71,6 +71,7 @@ class DemoSettings:
     iterations: int = 25
     finetune_epochs: int = 4
     finetune_iterations: int = 25
+    init: str = "auto"  # nnunet-r0's starting weights (activeseg.nnunet.starting)
     seed: int = 0
     keep: bool = False
 
@@ -308,6 +309,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
                 settings.finetune_iterations,
             )
             s.minutes, s.finetune_minutes = settings.minutes, settings.finetune_minutes
+            s.init = settings.init
         os.environ.update(env)  # the job's own Label Studio client
         print("pretraining nnU-Net on the pseudo-labels ...")
         run_here(ctx, "pretrain")

@@ -118,6 +118,9 @@ def format_status(status: ProjectStatus) -> str:
         plans = {m.configuration: m.plan for m in status.models if m.plan}
         for plan in plans.values():
             lines.append(f"plan {PlanChoice(**plan).summary()}: {plan['reason']}")
+        for m in status.models:
+            if m.kind == "pretrain" and m.started_from:
+                lines.append(f"{m.version} started from {m.started_from}")
         pseudo_eval = state.evaluations.get(state.pseudo_version or "", {}).get("msa")
         if pseudo_eval is not None:
             lines.append(

@@ -49,6 +49,7 @@ from activeseg.datasets import Sample, held_out, read_dataset
 from activeseg.fsutil import atomic_write_text
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset
+from activeseg.nnunet import starting
 from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import (
     UNBOUNDED_EPOCHS,
@@ -59,6 +60,7 @@ from activeseg.nnunet.engine import (
     train,
 )
 from activeseg.nnunet.plans import default_configuration
+from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import foreground_entropy
 from orchestrator.context import LoopError
@@ -79,6 +81,7 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "configuration": "2d",
     "pretrain_minutes": None,
     "finetune_minutes": None,
+    "init": "none",
 }
 
 Report = Callable[[str], None]
@@ -100,6 +103,8 @@ class StudyConfig:
     pretrain_minutes: float | None = None
     finetune_minutes: float | None = None
     configuration: str | None = None  # nnU-Net configuration; None: the device's default
+    #: the pseudo model's starting weights (activeseg.nnunet.starting); "full, from scratch" never
+    init: str = "auto"
     pretrain_lr: float = 1e-2
     finetune_lr: float = 1e-3
     finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled
@@ -128,7 +133,7 @@ class StudyConfig:
         """What cached runs depend on; budgets, seeds, full, device and workers may change between calls."""
         keep = ("pool_size", "test_size", "strategy", "pretrain_iterations", "finetune_iterations",
                 "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
-                "pretrain_minutes", "finetune_minutes")  # fmt: skip
+                "pretrain_minutes", "finetune_minutes", "init")  # fmt: skip
         return (
             {"train": str(self.train.resolve()), "test": str(self.test.resolve())}
             | {k: getattr(self, k) for k in keep}
@@ -323,8 +328,9 @@ class Study:
                     training_minutes=round(info.training_seconds / 60, 2))  # fmt: skip
 
     def _train(
-        self, version: str, cases: list[Case], budget: TrainBudget, parent: str | None, seed: int
-    ) -> None:
+        self, version: str, cases: list[Case], budget: TrainBudget, parent: str | None, seed: int,
+        start: StartingPoint | None = None,
+    ) -> None:  # fmt: skip
         if any(m.version == version for m in list_models(self.ws)):
             return  # trained before a crash that came before scoring
         import torch
@@ -340,13 +346,13 @@ class Study:
             "pseudo": sum(c.source == "pseudo" for c in cases),
         }
         train(self.ws, version, budget, sources, parent=parent, device=self.config.device,
-              workers=self.config.workers, configuration=self.config.configuration)  # fmt: skip
+              workers=self.config.workers, configuration=self.config.configuration, start=start)  # fmt: skip
 
     def _pretrain(self) -> None:
         """The shared pseudo model; nnU-Net plans itself on the pseudo-labels, as in the loop."""
         cfg = self.config
         budget = cfg.budget(cfg.pretrain_iterations, cfg.pretrain_lr, cfg.pretrain_minutes)
-        self._train(PRETRAINED, self.pseudo_cases(), budget, None, POOL_SEED)
+        self._train(PRETRAINED, self.pseudo_cases(), budget, None, POOL_SEED, starting.resolve(cfg.init))
 
     def _predictor(self, version: str) -> Any:
         from activeseg.nnunet.engine import Predictor

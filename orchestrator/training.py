@@ -18,6 +18,7 @@ import numpy as np
 from activeseg.brush import results_to_labels
 from activeseg.imageio import read_label_image
 from activeseg.metrics import score_dataset
+from activeseg.nnunet import starting
 from activeseg.nnunet.dataset import export_dataset
 from activeseg.nnunet.engine import (
     UNBOUNDED_EPOCHS,
@@ -116,10 +117,10 @@ def pretrain(ctx: ProjectContext, report: Report = print) -> ModelInfo:
         )  # fmt: skip
         info = train(ws, PRETRAIN_VERSION, budget, _sources(cases), device=settings.device,
                      on_epoch=_epoch_printer(report, PRETRAIN_VERSION),
-                     configuration=settings.configuration)  # fmt: skip
+                     configuration=settings.configuration, start=starting.resolve(settings.init))  # fmt: skip
         minutes = info.training_seconds / 60
         report(f"{PRETRAIN_VERSION}: {info.iterations_run} iterations in {minutes:.1f} min "
-               f"with {PlanChoice(**info.plan).summary()}")  # fmt: skip
+               f"with {PlanChoice(**info.plan).summary()}, from {info.started_from}")  # fmt: skip
     errors = _score_all(ctx, PRETRAIN_VERSION, tasks)
     with ctx.dir.update() as state:
         state.pseudo_version = pseudo

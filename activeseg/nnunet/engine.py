@@ -32,6 +32,7 @@ from activeseg.nnunet.plans import (
     default_configuration,
     plan_choice,
 )
+from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace, WorkspaceError
 
 PREPROCESSED_CONFIGURATION = STOCK  # every configuration we train inherits its data from "2d"
@@ -109,6 +110,8 @@ class ModelInfo:
     plan: dict[str, Any] = field(default_factory=dict)  # PlanChoice: what was chosen and why
     iterations: int = 0  # training iterations actually run (a budget in minutes decides them)
     training_seconds: float = 0.0  # the epochs alone, without start-up
+    #: where the weights started: a parent (fine-tune), a starting point, or random, and why
+    started_from: str = ""
 
     def checkpoint(self, ws: Workspace) -> Path:
         return (
@@ -285,8 +288,13 @@ def train(
     workers: int = 2,
     on_epoch: Callable[[EpochProgress], None] | None = None,
     configuration: str | None = None,
+    start: StartingPoint | None = None,
 ) -> ModelInfo:
     """Train a model version on the preprocessed dataset; with ``parent``, fine-tune from it.
+
+    ``start``: weights a new model (no parent) starts from when its network has their shape
+    (``activeseg.nnunet.starting``); otherwise it starts from random weights, and ``model.json``
+    says which and why.
 
     ``configuration``: ``2d`` (nnU-Net's plan) or ``2d_lite`` (see ``activeseg.nnunet.plans``);
     None picks the device's default; a fine-tune always keeps its parent's network.
@@ -316,11 +324,22 @@ def train(
         resume = latest.is_file()
         trainer = _trainer(ws, fold, dev, resume, budget, choice)
         trainer.initialize()
+        started_from = "random weights"
+        if parent_info is not None:
+            started_from = f"its parent {parent}"
+        elif start is not None:
+            mismatch = start.mismatch(trainer.network)
+            started_from = (
+                f"starting point {start.describe()}" if mismatch is None
+                else f"random weights (starting point {start.path.name} does not fit: {mismatch})"
+            )  # fmt: skip
         if resume:
             trainer.load_checkpoint(str(latest))
         elif parent_info is not None:
             ckpt = torch.load(parent_info.checkpoint(ws), map_location=dev, weights_only=False)
             trainer.network.load_state_dict(ckpt["network_weights"])
+        elif start is not None and started_from.startswith("starting point"):
+            start.load_into(trainer.network)
         schedule = _BudgetSchedule(trainer, budget)
         trainer.lr_scheduler = schedule
         _watch_epochs(trainer, schedule, on_epoch, console)
@@ -342,6 +361,7 @@ def train(
         fold=str(fold), device=device, sources=dict(sources), metrics=metrics, seconds=time.time() - started,
         configuration=choice.configuration, plan=asdict(choice),
         iterations=epochs_run * budget.iterations_per_epoch, training_seconds=round(trained, 1),
+        started_from=started_from,
     )  # fmt: skip
     atomic_write_text(target / "model.json", json.dumps(asdict(info), indent=1))
     return info
