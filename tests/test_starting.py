@@ -49,8 +49,12 @@ def test_a_starting_point_loads_into_a_network_of_its_shape_only(tmp_path: Path)
     assert colour is not None and "(16, 3, 3, 3)" in colour  # the first convolution's input channels
 
 
-def test_init_choices(tmp_path: Path) -> None:
+def test_init_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert starting.resolve("none") is None
+    with monkeypatch.context() as m:  # a missing shipped file is said, not hidden behind random weights
+        m.setattr(starting, "SHIPPED", tmp_path / "gone.pt")
+        with pytest.raises(WorkspaceError, match=r"shipped starting point .* does not exist; --init none"):
+            starting.resolve("auto")
     with pytest.raises(WorkspaceError, match="does not exist"):
         starting.resolve(str(tmp_path / "missing.pt"))
     foreign = tmp_path / "foreign.pt"

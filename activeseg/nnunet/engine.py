@@ -324,21 +324,22 @@ def train(
         resume = latest.is_file()
         trainer = _trainer(ws, fold, dev, resume, budget, choice)
         trainer.initialize()
-        started_from = "random weights"
+        mismatch = start.mismatch(trainer.network) if start is not None and parent_info is None else None
+        use_start = start is not None and parent_info is None and mismatch is None
         if parent_info is not None:
             started_from = f"its parent {parent}"
-        elif start is not None:
-            mismatch = start.mismatch(trainer.network)
-            started_from = (
-                f"starting point {start.describe()}" if mismatch is None
-                else f"random weights (starting point {start.path.name} does not fit: {mismatch})"
-            )  # fmt: skip
+        elif use_start:
+            started_from = f"starting point {start.describe()}"
+        elif mismatch is not None:
+            started_from = f"random weights (starting point {start.path.name} does not fit: {mismatch})"
+        else:
+            started_from = "random weights"
         if resume:
             trainer.load_checkpoint(str(latest))
         elif parent_info is not None:
             ckpt = torch.load(parent_info.checkpoint(ws), map_location=dev, weights_only=False)
             trainer.network.load_state_dict(ckpt["network_weights"])
-        elif start is not None and started_from.startswith("starting point"):
+        elif use_start:
             start.load_into(trainer.network)
         schedule = _BudgetSchedule(trainer, budget)
         trainer.lr_scheduler = schedule

@@ -76,9 +76,8 @@ def resolve(init: str) -> StartingPoint | None:
         return None
     path = SHIPPED if init == AUTO else Path(init)
     if not path.is_file():
-        if init == AUTO:
-            return None  # a checkout without the weights file: random weights, as before
-        raise WorkspaceError(f"starting point {path} does not exist")
+        what = "the shipped starting point (a broken install?)" if init == AUTO else "starting point"
+        raise WorkspaceError(f"{what} {path} does not exist; --init none trains from random weights")
     return StartingPoint.load(path)
 
 
