@@ -38,28 +38,36 @@ def main() -> None:
         "--test", type=Path, default=shared_data() / "dsb2018_stage1_test",
         help="scored on these for the record (the 49 DSB2018 stage-1 test fluorescence images)",
     )  # fmt: skip
-    parser.add_argument("--workspace", type=Path, default=Path("benchmarks/out/starting_point"))
+    parser.add_argument(
+        "--labels", choices=["pseudo", "ground-truth"], default="pseudo",
+        help="train on the classical pseudo-labels (default: no human label) or on the data's own labels",
+    )  # fmt: skip
+    parser.add_argument("--workspace", type=Path, help="default: benchmarks/out/starting_point[_gt]")
     parser.add_argument("--out", type=Path, default=SHIPPED)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
 
     bundled = {s.id for s in read_dataset(BUNDLED_SAMPLE)}
     samples = [s for s in read_dataset(args.data) if s.id not in bundled]
-    ws = Workspace.open(args.workspace, create=True)
+    gt = args.labels == "ground-truth"
+    default_ws = Path("benchmarks/out/starting_point" + ("_gt" if gt else ""))
+    ws = Workspace.open(args.workspace or default_ws, create=True)
     if not (ws.preprocessed_dir / "nnUNetPlans.json").is_file():
         labeler = build_pseudolabeler("classical")
         cases = []
         for s in samples:
             image = read_image(s.image)
-            cases.append(Case(s.id, image, labeler.segment(image).labels, "pseudo"))
+            labels = read_label_image(s.label) if gt else labeler.segment(image).labels
+            cases.append(Case(s.id, image, labels, "human" if gt else "pseudo"))
         export_dataset(ws, cases)
         plan_and_preprocess(ws, n_proc=2)
     version = f"start-{args.minutes:g}min"
     if version not in {m.version for m in list_models(ws)}:
         budget = TrainBudget.of(None, args.minutes, iterations_per_epoch=args.iterations_per_epoch)
-        train(ws, version, budget, sources={"pseudo": len(samples)}, device=args.device, configuration=LITE,
-              on_epoch=lambda p: print(f"epoch {p.epoch}: {p.minutes:.1f}/{args.minutes:g} min, "
-                                       f"loss {p.train_loss:.3f}", flush=True))  # fmt: skip
+        train(ws, version, budget, sources={args.labels: len(samples)}, device=args.device,
+              configuration=LITE, on_epoch=lambda p: print(f"epoch {p.epoch}: {p.minutes:.1f}/"
+                                                           f"{args.minutes:g} min, loss {p.train_loss:.3f}",
+                                                           flush=True))  # fmt: skip
     info = next(m for m in list_models(ws) if m.version == version)
     predictor, tests = Predictor(ws, version, device=args.device), held_out(args.test)
     pairs = [(read_label_image(t.label), predictor.predict(model_channels(read_image(t.image))).labels)
@@ -67,8 +75,13 @@ def main() -> None:
     test_scores = score_dataset(pairs)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     about = {
-        "trained_on": f"classical pseudo-labels of {len(samples)} DSB2018 stage-1 fluorescence training "
-        f"images (BBBC038v1, CC0), the {len(bundled)} bundled sample images left out; no human labels",
+        "trained_on": (
+            f"the ground-truth labels of {len(samples)} DSB2018 stage-1 fluorescence training images"
+            if gt
+            else f"classical pseudo-labels of {len(samples)} DSB2018 stage-1 fluorescence training images"
+        )
+        + f" (BBBC038v1, CC0), the {len(bundled)} bundled sample images left out"
+        + ("" if gt else "; no human labels"),
         "iterations": info.iterations_run,
         "training_minutes": round(info.training_seconds / 60, 1),
         "batch_size": int(info.budget["batch_size"]),
