@@ -79,6 +79,9 @@ class Settings:
     #: the first model's starting weights: "auto" (the shipped starting point, if it fits), "none"
     #: (random) or a file (activeseg.nnunet.starting)
     init: str = "auto"
+    #: pretraining minutes on the pseudo-labels when nnunet-r0 starts from a starting point; 0:
+    #: none, r0 is the starting point (docs/training.md: each run measured lowered it)
+    start_minutes: float = 0.0
     device: str = "cpu"
     strategy: str = "hybrid"
     budget: str = "5%"

@@ -84,6 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_iterations=args.finetune_iterations,
         init=args.init,
+        start_minutes=args.start_minutes,
         seed=args.seed,
         keep=args.keep,
     )
@@ -303,6 +304,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     if args.init is not None:
         starting.resolve(args.init)  # a missing or foreign file fails here, not in the job
+    if args.start_minutes is not None and args.start_minutes < 0:
+        raise LoopError(f"--start-minutes must be 0 or more, got {args.start_minutes:g}")
     ctx = _context(args)
     _save_settings(
         ctx,
@@ -311,6 +314,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         minutes=_minutes(args.minutes, args.epochs, args.iterations),
         configuration=args.plan,
         init=args.init,
+        start_minutes=args.start_minutes,
         device=args.device,
         eval_labels=args.eval_labels,
     )
@@ -535,8 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         default="auto",
         metavar="auto|none|FILE",
-        help="nnunet-r0's starting weights: auto, the shipped network trained on pseudo-labels of other "
-        "DSB2018 images (none of the demo's); none, random weights (default: %(default)s)",
+        help="nnunet-r0's starting weights: auto, the shipped network trained on the ground truth of 517 "
+        "other DSB2018 images (none of the demo's); none, random weights (default: %(default)s)",
+    )
+    p.add_argument(
+        "--start-minutes",
+        type=float,
+        default=0.0,
+        help="pretraining minutes on the pseudo-labels when r0 starts from a starting point (default: "
+        "%(default)s, r0 is the starting point; --minutes is for random weights)",
     )
     p.add_argument("--seed", type=int, default=0, help="test split and ranking seed (default: %(default)s)")
     p.add_argument(
@@ -616,10 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--init",
-        default="auto",
+        default="none",
         metavar="auto|none|FILE",
-        help="the pseudo model's starting weights: auto, the shipped network (trained on the classical "
-        "pseudo-labels of DSB2018 training images, no human labels); none, random (default: %(default)s)",
+        help="the pseudo model's starting weights: none, random (default); auto, the shipped network, "
+        "which learnt from the ground truth of DSB2018 training images (the default pool: it would leak "
+        "their labels); or a starting-point file trained without the pool's labels",
     )
     p.add_argument(
         "--finetune-with-pseudo",
@@ -733,9 +745,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         default=None,
         metavar="auto|none|FILE",
-        help="starting weights: auto, the shipped 2d_lite network trained on the pseudo-labels of 517 "
+        help="starting weights: auto, the shipped 2d_lite network trained on the ground truth of 517 "
         "public DSB2018 fluorescence images, when this project's network has its shape; none, random "
         "weights; or a starting-point file (saved; default: auto)",
+    )
+    p.add_argument(
+        "--start-minutes",
+        type=float,
+        default=None,
+        help="pretraining minutes on the pseudo-labels when r0 starts from a starting point (saved; "
+        "default 0: r0 is the starting point, which training on classical pseudo-labels made worse in "
+        "docs/training.md; --minutes applies to random weights)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cpu")
     p.add_argument(

@@ -72,6 +72,7 @@ class DemoSettings:
     finetune_epochs: int = 4
     finetune_iterations: int = 25
     init: str = "auto"  # nnunet-r0's starting weights (activeseg.nnunet.starting)
+    start_minutes: float = 0.0  # pseudo-label pretraining from a starting point (0: r0 is it)
     seed: int = 0
     keep: bool = False
 
@@ -309,7 +310,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
                 settings.finetune_iterations,
             )
             s.minutes, s.finetune_minutes = settings.minutes, settings.finetune_minutes
-            s.init = settings.init
+            s.init, s.start_minutes = settings.init, settings.start_minutes
         os.environ.update(env)  # the job's own Label Studio client
         print("pretraining nnU-Net on the pseudo-labels ...")
         run_here(ctx, "pretrain")

@@ -103,8 +103,10 @@ class StudyConfig:
     pretrain_minutes: float | None = None
     finetune_minutes: float | None = None
     configuration: str | None = None  # nnU-Net configuration; None: the device's default
-    #: the pseudo model's starting weights (activeseg.nnunet.starting); "full, from scratch" never
-    init: str = "auto"
+    #: the pseudo model's starting weights (activeseg.nnunet.starting); "full, from scratch" never.
+    #: Not the shipped one by default: it learnt from the ground truth of DSB2018 stage-1 training
+    #: images, the study's pool, so its arms would start from labels they are meant to buy
+    init: str = "none"
     pretrain_lr: float = 1e-2
     finetune_lr: float = 1e-3
     finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled

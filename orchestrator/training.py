@@ -9,7 +9,7 @@ and the ML backend read stored results instead of running the network again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +115,23 @@ def pretrain(ctx: ProjectContext, report: Report = print) -> ModelInfo:
             epochs=settings.epochs if settings.minutes is None else UNBOUNDED_EPOCHS,
             iterations_per_epoch=settings.iterations_per_epoch, minutes=settings.minutes,
         )  # fmt: skip
+        # from a starting point: its weights as they are unless the admin asks for pseudo-label
+        # training too (docs/training.md: on the demo's images every such run lowered it)
+        from_start = (
+            replace(budget, minutes=settings.start_minutes, epochs=UNBOUNDED_EPOCHS)
+            if settings.start_minutes
+            else TrainBudget(epochs=0)
+        )
         info = train(ws, PRETRAIN_VERSION, budget, _sources(cases), device=settings.device,
-                     on_epoch=_epoch_printer(report, PRETRAIN_VERSION),
-                     configuration=settings.configuration, start=starting.resolve(settings.init))  # fmt: skip
+                     on_epoch=_epoch_printer(report, PRETRAIN_VERSION), configuration=settings.configuration,
+                     start=starting.resolve(settings.init), start_budget=from_start)  # fmt: skip
         minutes = info.training_seconds / 60
-        report(f"{PRETRAIN_VERSION}: {info.iterations_run} iterations in {minutes:.1f} min "
-               f"with {PlanChoice(**info.plan).summary()}, from {info.started_from}")  # fmt: skip
+        if info.iterations_run:
+            report(f"{PRETRAIN_VERSION}: {info.iterations_run} iterations in {minutes:.1f} min "
+                   f"with {PlanChoice(**info.plan).summary()}, from {info.started_from}")  # fmt: skip
+        else:
+            report(f"{PRETRAIN_VERSION} is the {info.started_from} as it is, not trained on the "
+                   "pseudo-labels (pretrain --start-minutes M would)")  # fmt: skip
     errors = _score_all(ctx, PRETRAIN_VERSION, tasks)
     with ctx.dir.update() as state:
         state.pseudo_version = pseudo

@@ -396,6 +396,9 @@ def test_loop_commands_fail_in_one_line(
     assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
     assert "no job" in _one_line_error(capsys, "jobs", "rerun", "nope")
     assert "budget" in _one_line_error(capsys, "rank", "--project", "1", "--budget", "150%")
+    assert "--start-minutes must be 0 or more" in _one_line_error(
+        capsys, "pretrain", "--project", "1", "--start-minutes", "-1"
+    )
     assert main(["jobs"]) == 0
     listed = capsys.readouterr().out.splitlines()  # the failed rank is on record, with its reason
     assert len(listed) == 1 and "rank" in listed[0] and "failed" in listed[0] and "cannot reach" in listed[0]

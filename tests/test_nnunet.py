@@ -195,14 +195,16 @@ def test_plan_train_predict_finetune(
         == held_out[0].labels.shape
     )
 
-    # a starting point made from pretrain-1 starts a new model; at lr 0 its weights stay the start's
+    # a starting point made from pretrain-1 starts a new model; with a start budget of 0 epochs
+    # (what pretraining from a starting point does by default) its weights stay the start's
     point_file = tmp_path / "start.pt"
     starting.save_starting_point(info.checkpoint(ws), point_file, {"trained_on": "pretrain-1"})
     point = starting.StartingPoint.load(point_file)
     assert info.started_from == "random weights" and ft.started_from == "its parent pretrain-1"
-    frozen = TrainBudget(epochs=1, iterations_per_epoch=1, val_iterations=1, initial_lr=0.0)
-    started = train(ws, "started-1", frozen, sources={"pseudo": 12}, start=point)
-    assert started.started_from == "starting point start.pt: pretrain-1"
+    two = TrainBudget(epochs=1, iterations_per_epoch=2, val_iterations=1)
+    kept = TrainBudget(epochs=0)
+    started = train(ws, "started-1", two, sources={"pseudo": 12}, start=point, start_budget=kept)
+    assert started.started_from == "starting point start.pt: pretrain-1" and started.iterations_run == 0
     weights = torch.load(started.checkpoint(ws), weights_only=False)["network_weights"]
     assert all(torch.allclose(w, point.weights[k].to(w.dtype), atol=1e-3) for k, w in weights.items())
     # the shipped starting point fits the network planned for the bundled sample (the demo's)
@@ -211,9 +213,10 @@ def test_plan_train_predict_finetune(
 
     # nnU-Net's own plan, asked for: trained with batch 2 on a CPU, not its GPU-sized batch;
     # a starting point of another shape is not loaded, and model.json says so
-    stock_info = train(ws, "stock-1", TrainBudget(epochs=1, iterations_per_epoch=2, val_iterations=1),
-                       sources={"pseudo": 12}, configuration="2d", start=point)  # fmt: skip
+    stock_info = train(ws, "stock-1", two, sources={"pseudo": 12}, configuration="2d", start=point,
+                       start_budget=kept)  # fmt: skip
     assert stock_info.configuration == "2d" and stock_info.budget["batch_size"] == 2
+    assert stock_info.iterations_run == 2  # not from the start: its own budget
     assert stock_info.started_from.startswith("random weights (starting point start.pt does not fit: ")
     assert Predictor(ws, "stock-1").predict(model_channels(held_out[0].image)).labels.shape == (
         held_out[0].labels.shape

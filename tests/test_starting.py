@@ -68,4 +68,4 @@ def test_init_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert starting.SHIPPED.is_file(), "the shipped starting point is part of the package"
     shipped = starting.resolve("auto")
     assert shipped is not None and shipped.path == starting.SHIPPED
-    assert "pseudo-labels" in shipped.about["trained_on"] and shipped.about["iterations"] > 0
+    assert "ground-truth labels" in shipped.about["trained_on"] and shipped.about["iterations"] > 0

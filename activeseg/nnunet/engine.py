@@ -289,12 +289,15 @@ def train(
     on_epoch: Callable[[EpochProgress], None] | None = None,
     configuration: str | None = None,
     start: StartingPoint | None = None,
+    start_budget: TrainBudget | None = None,
 ) -> ModelInfo:
     """Train a model version on the preprocessed dataset; with ``parent``, fine-tune from it.
 
     ``start``: weights a new model (no parent) starts from when its network has their shape
     (``activeseg.nnunet.starting``); otherwise it starts from random weights, and ``model.json``
-    says which and why.
+    says which and why. ``start_budget`` replaces ``budget`` when the starting point is loaded;
+    ``TrainBudget(epochs=0)`` keeps its weights as they are (the model is the starting point, in
+    this workspace's plans).
 
     ``configuration``: ``2d`` (nnU-Net's plan) or ``2d_lite`` (see ``activeseg.nnunet.plans``);
     None picks the device's default; a fine-tune always keeps its parent's network.
@@ -326,6 +329,9 @@ def train(
         trainer.initialize()
         mismatch = start.mismatch(trainer.network) if start is not None and parent_info is None else None
         use_start = start is not None and parent_info is None and mismatch is None
+        if use_start and start_budget is not None:
+            budget = start_budget
+            trainer.num_epochs, trainer.num_iterations_per_epoch = budget.epochs, budget.iterations_per_epoch
         if parent_info is not None:
             started_from = f"its parent {parent}"
         elif use_start:
@@ -349,9 +355,12 @@ def train(
         except TimeUp:
             trainer.on_train_end()  # what run_training does after its last epoch
         log = trainer.logger
+        trained_epochs = bool(log.get_value("train_losses", None))
         metrics = {
-            "train_loss": float(log.get_value("train_losses", step=-1)),
-            "pseudo_dice": [float(d) for d in log.get_value("dice_per_class_or_region", step=-1)],
+            "train_loss": float(log.get_value("train_losses", step=-1)) if trained_epochs else None,
+            "pseudo_dice": [float(d) for d in log.get_value("dice_per_class_or_region", step=-1)]
+            if trained_epochs
+            else [],
             "parameters": sum(p.numel() for p in trainer.network.parameters()),
         }
         epochs_run, trained = int(trainer.current_epoch), _trained_seconds(trainer)
