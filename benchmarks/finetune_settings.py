@@ -1,8 +1,9 @@
 """How should a fine-tune on corrections learn: which learning rate, and with or without the
 other images' pseudo-labels? Measured on *training* images only.
 
-The parent is the starting point's model (``scripts/make_starting_point.py``: ``2d_lite`` trained
-on the classical pseudo-labels of 517 DSB2018 fluorescence training images). A validation set of
+The parent is the pseudo-label starting point's model (``scripts/make_starting_point.py --labels
+pseudo``: ``2d_lite`` trained on the classical pseudo-labels of 517 DSB2018 fluorescence training
+images; not the shipped one, which learnt from these images' ground truth). A validation set of
 50 training images is put aside; 5 % of the rest are "corrected" to their ground truth, and the
 parent is fine-tuned for the same time in each arm:
 
@@ -60,7 +61,10 @@ def main() -> None:
 
     source = Workspace.open(args.parent_workspace)
     if args.parent not in {m.version for m in list_models(source)}:
-        raise SystemExit(f"{args.parent_workspace} has no {args.parent}; run scripts/make_starting_point.py")
+        raise SystemExit(
+            f"{args.parent_workspace} has no {args.parent}; "
+            "run scripts/make_starting_point.py --labels pseudo"
+        )
     samples = read_dataset(args.data / "dsb2018_stage1_train_fluo")
     order = np.random.default_rng(0).permutation(len(samples))
     validation = [samples[i] for i in order[: args.validation]]

@@ -1,8 +1,9 @@
 """Train the starting point activeseg ships for fluorescence nuclei (``activeseg.nnunet.starting``).
 
-The ``2d_lite`` network is trained on the *classical pseudo-labels* (no human label) of the
-DSB2018 stage-1 fluorescence training images, less the 24 images bundled in ``sample_data/``
-(the demo's pool and held-out images), then stored in half precision with what it was trained on:
+The ``2d_lite`` network is trained on the ground-truth labels (``--labels pseudo``: the classical
+pseudo-labels, no human label) of the DSB2018 stage-1 fluorescence training images, less the 24
+images bundled in ``sample_data/`` (the demo's pool and held-out images), then stored in half
+precision with what it was trained on. The shipped file:
 
     .venv/bin/python scripts/make_starting_point.py --minutes 25
 
@@ -39,8 +40,8 @@ def main() -> None:
         help="scored on these for the record (the 49 DSB2018 stage-1 test fluorescence images)",
     )  # fmt: skip
     parser.add_argument(
-        "--labels", choices=["pseudo", "ground-truth"], default="pseudo",
-        help="train on the classical pseudo-labels (default: no human label) or on the data's own labels",
+        "--labels", choices=["ground-truth", "pseudo"], default="ground-truth",
+        help="train on the data's own labels (default) or on their classical pseudo-labels (no human label)",
     )  # fmt: skip
     parser.add_argument("--workspace", type=Path, help="default: benchmarks/out/starting_point[_gt]")
     parser.add_argument("--out", type=Path, default=SHIPPED)

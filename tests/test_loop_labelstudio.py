@@ -111,6 +111,7 @@ def test_full_loop(
         with ctx.dir.update() as state:
             s = state.settings
             s.epochs, s.iterations_per_epoch, s.minutes = 1, 6, None
+            s.init = "none"  # random weights, so that pretraining trains (and is killed while it does)
             s.finetune_epochs, s.finetune_iterations_per_epoch, s.finetune_minutes = 1, 4, None
             s.eval_labels = str(dataset / "labels")
 

@@ -2,11 +2,12 @@
 
 On two CPU cores the first model gets a few minutes of training: a randomly initialised U-Net
 is still underfit then and loses to the pseudo-labels it learns from (``docs/training.md``).
-activeseg therefore ships one starting point, a ``2d_lite`` network trained on the classical
-pseudo-labels of 517 public DSB2018 fluorescence images (no human label; made by
-``scripts/make_starting_point.py``, which records how). A project's pretraining on its own
-pseudo-labels then continues from it, when the project's network has the same shape (same
-depth, width, input channels and classes); otherwise it starts from random weights and says why.
+activeseg therefore ships one starting point, a ``2d_lite`` network trained on the public ground
+truth of 517 DSB2018 fluorescence images (made by ``scripts/make_starting_point.py``, which
+records how inside the file), as generalist nuclei models are. A project's first model is that
+network when its own has the same shape (same depth, width, input channels and classes), by
+default without training it on the project's classical pseudo-labels, which made it worse in
+every run measured; otherwise it starts from random weights and says why.
 """
 
 from __future__ import annotations
