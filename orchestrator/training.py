@@ -130,8 +130,8 @@ def pretrain(ctx: ProjectContext, report: Report = print) -> ModelInfo:
             report(f"{PRETRAIN_VERSION}: {info.iterations_run} iterations in {minutes:.1f} min "
                    f"with {PlanChoice(**info.plan).summary()}, from {info.started_from}")  # fmt: skip
         else:
-            report(f"{PRETRAIN_VERSION} is the {info.started_from} as it is, not trained on the "
-                   "pseudo-labels (pretrain --start-minutes M would)")  # fmt: skip
+            report(f"{PRETRAIN_VERSION} = {info.started_from}; used as it is, not trained on the "
+                   "pseudo-labels (pretrain --start-minutes M would train it)")  # fmt: skip
     errors = _score_all(ctx, PRETRAIN_VERSION, tasks)
     with ctx.dir.update() as state:
         state.pseudo_version = pseudo
