@@ -84,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_iterations=args.finetune_iterations,
         init=args.init,
-        start_minutes=args.start_minutes,
+        start_minutes=_start_minutes(args.start_minutes),
         seed=args.seed,
         keep=args.keep,
     )
@@ -245,6 +245,12 @@ def _minutes(value: float | None, *iteration_flags: int | None) -> object:
     return CLEAR if value == 0 else value
 
 
+def _start_minutes(value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise LoopError(f"--start-minutes must be 0 or more, got {value:g}")
+    return value
+
+
 def _save_settings(ctx: ProjectContext, **values: object) -> None:
     """Keep the flags the admin gave, so webhook-triggered jobs use them too."""
     with ctx.dir.update() as state:
@@ -304,8 +310,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     if args.init is not None:
         starting.resolve(args.init)  # a missing or foreign file fails here, not in the job
-    if args.start_minutes is not None and args.start_minutes < 0:
-        raise LoopError(f"--start-minutes must be 0 or more, got {args.start_minutes:g}")
+    start_minutes = _start_minutes(args.start_minutes)  # before connecting: a bad flag fails first
     ctx = _context(args)
     _save_settings(
         ctx,
@@ -314,7 +319,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         minutes=_minutes(args.minutes, args.epochs, args.iterations),
         configuration=args.plan,
         init=args.init,
-        start_minutes=args.start_minutes,
+        start_minutes=start_minutes,
         device=args.device,
         eval_labels=args.eval_labels,
     )

@@ -54,18 +54,18 @@ def main() -> None:
     default_ws = Path("benchmarks/out/starting_point" + ("_gt" if gt else ""))
     ws = Workspace.open(args.workspace or default_ws, create=True)
     if not (ws.preprocessed_dir / "nnUNetPlans.json").is_file():
-        labeler = build_pseudolabeler("classical")
+        labeler = None if gt else build_pseudolabeler("classical")
         cases = []
         for s in samples:
             image = read_image(s.image)
-            labels = read_label_image(s.label) if gt else labeler.segment(image).labels
+            labels = labeler.segment(image).labels if labeler else read_label_image(s.label)
             cases.append(Case(s.id, image, labels, "human" if gt else "pseudo"))
         export_dataset(ws, cases)
         plan_and_preprocess(ws, n_proc=2)
     version = f"start-{args.minutes:g}min"
     if version not in {m.version for m in list_models(ws)}:
         budget = TrainBudget.of(None, args.minutes, iterations_per_epoch=args.iterations_per_epoch)
-        train(ws, version, budget, sources={args.labels: len(samples)}, device=args.device,
+        train(ws, version, budget, sources={"human" if gt else "pseudo": len(samples)}, device=args.device,
               configuration=LITE, on_epoch=lambda p: print(f"epoch {p.epoch}: {p.minutes:.1f}/"
                                                            f"{args.minutes:g} min, loss {p.train_loss:.3f}",
                                                            flush=True))  # fmt: skip
