@@ -1,4 +1,4 @@
-"""Instance label images <-> Label Studio ``brushlabels`` results (one region per instance).
+"""Instance label images -> Label Studio ``brushlabels`` results (one region per instance).
 
 Label Studio stores a brush region as an RLE of the flattened RGBA canvas (each pixel repeated
 over 4 channels), in the bit-packed format of thi.ng's ``rle-pack``. The SDK's
@@ -10,7 +10,6 @@ instances of an image are found in one pass over the label image.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +18,6 @@ import numpy as np
 WORD_SIZE = 8
 RLE_SIZES = (3, 4, 8, 16)  # bits of the run-length field for each of the 4 run classes
 _MAX_RUN = 2**16
-REGION_ID = re.compile(r"^inst-(\d+)$")
 
 
 def _header_bits(num: int) -> list[tuple[int, int]]:
@@ -180,16 +178,17 @@ def _mask_segments(rle: Sequence[int], height: int, width: int) -> tuple[np.ndar
     return np.minimum(first[keep], height * width), np.minimum(stop[keep], height * width)
 
 
-def _paint(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, value: int) -> None:
+def mask_pixels(rle: Sequence[int], height: int, width: int) -> np.ndarray:
+    """Flat (row-major) indices of the pixels a brush RLE covers."""
+    starts, ends = _mask_segments(rle, height, width)
     lengths = ends - starts
-    idx = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    flat[idx] = value
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
 
 
 def decode_mask(rle: Sequence[int], height: int, width: int) -> np.ndarray:
     """Boolean (height, width) mask from a brush RLE: the alpha channel, thresholded at half."""
     out = np.zeros(height * width, dtype=bool)
-    _paint(out, *_mask_segments(rle, height, width), True)
+    out[mask_pixels(rle, height, width)] = True
     return out.reshape(height, width)
 
 
@@ -202,8 +201,7 @@ def labels_to_results(
 ) -> list[dict[str, Any]]:
     """One ``brushlabels`` region per instance, in ascending id order.
 
-    Region ids are ``inst-<id>`` so that :func:`results_to_labels` restores the same ids, and so
-    a corrected annotation still says which predicted instance each region came from.
+    Region ids are ``inst-<id>`` (see :func:`activeseg.regions.results_to_labels`).
     """
     if labels.ndim != 2:
         raise ValueError(f"label image must be 2-D, got shape {labels.shape}")
@@ -230,43 +228,3 @@ def labels_to_results(
             region["score"] = float(scores[inst])
         results.append(region)
     return results
-
-
-def results_to_labels(
-    results: Sequence[Mapping[str, Any]],
-    height: int,
-    width: int,
-    from_name: str | None = None,
-) -> np.ndarray:
-    """Instance label image (uint32) from ``brushlabels`` regions; other result types are skipped.
-
-    A region whose id is ``inst-<n>`` gets id n (unless n is taken), others get fresh ids above
-    the largest. Where regions overlap, the later one wins, as it is drawn on top in the editor.
-    """
-    regions = [
-        r
-        for r in results
-        if r.get("type", "").lower() == "brushlabels"
-        and (from_name is None or r.get("from_name") == from_name)
-    ]
-    wanted: list[int | None] = []
-    used: set[int] = set()
-    for r in regions:
-        m = REGION_ID.match(str(r.get("id", "")))
-        n = int(m.group(1)) if m else 0
-        if n > 0 and n not in used:
-            used.add(n)
-            wanted.append(n)
-        else:
-            wanted.append(None)
-    next_id = max(used, default=0) + 1
-    out = np.zeros(height * width, dtype=np.uint32)
-    for r, n in zip(regions, wanted, strict=True):
-        w = r.get("original_width", width)
-        h = r.get("original_height", height)
-        if (h, w) != (height, width):
-            raise ValueError(f"region {r.get('id')} is {w}x{h}, the image is {width}x{height}")
-        if n is None:
-            n, next_id = next_id, next_id + 1
-        _paint(out, *_mask_segments(r["value"]["rle"], height, width), n)
-    return out.reshape(height, width)

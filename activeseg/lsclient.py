@@ -18,7 +18,7 @@ import requests
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from activeseg.labelconfig import BrushConfig, LabelConfigError, parse_label_config
+from activeseg.labelconfig import LabelConfigError, RegionConfig, parse_label_config
 
 T = TypeVar("T")
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
@@ -147,7 +147,7 @@ class LabelStudioClient:
     def project(self, project_id: int) -> dict[str, Any]:
         return _as_dict(self._call(f"read project {project_id}", self.sdk.projects.get, id=project_id))
 
-    def brush_config(self, project_id: int) -> BrushConfig:
+    def region_config(self, project_id: int) -> RegionConfig:
         """The project's label config, checked to carry instance masks."""
         xml = self.project(project_id)["label_config"]
         try:
@@ -155,12 +155,12 @@ class LabelStudioClient:
         except LabelConfigError as exc:
             raise LabelStudioError(f"project {project_id} at {self.url}: {exc}") from None
 
-    def get_or_create_project(self, title: str, label_config: BrushConfig) -> tuple[int, bool]:
+    def get_or_create_project(self, title: str, label_config: RegionConfig) -> tuple[int, bool]:
         """(project id, created): an existing project with this exact title is reused."""
         pager = self._call("list projects", self.sdk.projects.list, title=title)
         for project in self._call("list projects", list, pager):
             if project.title == title:
-                self.brush_config(project.id)
+                self.region_config(project.id)
                 return int(project.id), False
         project = self._call(
             f"create project {title!r}",
@@ -215,7 +215,7 @@ class LabelStudioClient:
         task_id: int,
         result: list[dict[str, Any]],
         model_version: str,
-        config: BrushConfig,
+        config: RegionConfig,
         score: float | None = None,
         cluster: int | None = None,
     ) -> int:

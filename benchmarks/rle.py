@@ -19,8 +19,9 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle as sdk_decode_rle
 from label_studio_sdk.converter.brush import mask2rle as sdk_mask2rle
 
-from activeseg.brush import labels_to_results, results_to_labels
+from activeseg.brush import labels_to_results
 from activeseg.imageio import read_label_image
+from activeseg.regions import results_to_labels
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_train_fluo"
 

@@ -21,8 +21,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from activeseg.brush import encode_mask
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
+from activeseg.regions import mask_to_result
 from ml_backend.pseudolabelers.sam import sam_rgb
 
 PROMPT_TYPES = ("rectanglelabels", "keypointlabels")
@@ -109,19 +109,10 @@ class InteractiveSegmenter:
         best = int(np.argmax(scores))
         return masks[best], float(np.clip(scores[best], 0.0, 1.0))
 
-    def region(self, key: str, image: np.ndarray, prompt: Prompt, config: BrushConfig) -> dict[str, Any]:
-        """The prompt's mask as one ``brushlabels`` region for ``config``."""
+    def region(self, key: str, image: np.ndarray, prompt: Prompt, config: RegionConfig) -> dict[str, Any]:
+        """The prompt's mask as one region of the config's kind (brush or polygon)."""
         mask, score = self.segment(key, image, prompt)
         label = prompt.label if prompt.label in config.labels else config.label
-        h, w = mask.shape
-        return {
-            "id": f"smart-{uuid.uuid4().hex[:8]}",
-            "from_name": config.from_name,
-            "to_name": config.to_name,
-            "type": "brushlabels",
-            "original_width": w,
-            "original_height": h,
-            "image_rotation": 0,
-            "score": score,
-            "value": {"format": "rle", "rle": encode_mask(mask), "brushlabels": [label]},
-        }
+        region_id = f"smart-{uuid.uuid4().hex[:8]}"
+        region = mask_to_result(mask, config.from_name, config.to_name, label, config.kind, region_id)
+        return {**region, "score": score}

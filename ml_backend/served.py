@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.brush import labels_to_results
 from activeseg.imageio import decode_image, model_channels
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
 from activeseg.projectstate import ProjectDir
 from activeseg.scores import ScoreStore, foreground_entropy
 from ml_backend.images import ImageSource, task_image_url
@@ -77,7 +76,7 @@ class ServedModels:
             return self._predictors[key]
 
     def predict_task(
-        self, project_id: int, version: str, task: dict[str, Any], config: BrushConfig, images: ImageSource
+        self, project_id: int, version: str, task: dict[str, Any], config: RegionConfig, images: ImageSource
     ) -> dict[str, Any]:
         store = ScoreStore(ProjectDir(self.model_dir, project_id).scores_dir(version))
         stored = store.get(int(task["id"]))
@@ -88,7 +87,7 @@ class ServedModels:
             image = decode_image(fetched.data, fetched.name)
             pred = self._predictor(project_id, version).predict(model_channels(image))
             labels, uncertainty = pred.labels, foreground_entropy(pred.entropy, pred.classes)
-        result = labels_to_results(labels.astype(np.uint32), config.from_name, config.to_name, config.label)
+        result = config.to_results(labels.astype(np.uint32))
         prediction = {"result": result, "score": round(1.0 - uncertainty, 4), "model_version": version}
         config.validate_prediction(prediction)
         return prediction

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.brush import labels_to_results
 from activeseg.imageio import ImageReadError, decode_image
-from activeseg.labelconfig import BrushConfig, LabelConfigError, parse_label_config
+from activeseg.labelconfig import LabelConfigError, RegionConfig, parse_label_config
 from activeseg.lsclient import LabelStudioError
 from ml_backend.cache import PredictionCache, content_hash
 from ml_backend.config import BackendConfig
@@ -97,13 +96,11 @@ class PredictionService:
         self.cache.put(version, key, seg)
         return seg, False
 
-    def predict_task(self, task: dict[str, Any], config: BrushConfig) -> tuple[dict[str, Any], bool]:
+    def predict_task(self, task: dict[str, Any], config: RegionConfig) -> tuple[dict[str, Any], bool]:
         """The task's prediction (validated against ``config``) and whether it came from the cache."""
         image = self.images.fetch(task_image_url(task, config.image_key))
         seg, cached = self.segment_bytes(image.data, image.name)
-        result = labels_to_results(
-            seg.labels.astype(np.uint32), config.from_name, config.to_name, config.label, seg.instance_scores
-        )
+        result = config.to_results(seg.labels.astype(np.uint32), seg.instance_scores)
         prediction = {"result": result, "score": round(seg.score, 4), "model_version": self.model_version}
         config.validate_prediction(prediction)
         return prediction, cached
@@ -124,7 +121,7 @@ class PredictionService:
         return self._interactive
 
     def predict_interactive(
-        self, task: dict[str, Any], config: BrushConfig, prompt: Prompt
+        self, task: dict[str, Any], config: RegionConfig, prompt: Prompt
     ) -> dict[str, Any]:
         """One new brush region for a smart-tool prompt; the task's other regions stay as they are."""
         fetched = self.images.fetch(task_image_url(task, config.image_key))

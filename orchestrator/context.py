@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
 from activeseg.lsclient import LabelStudioClient
 from activeseg.projectstate import ProjectDir, ProjectState
 from ml_backend.images import ImageSource
@@ -50,8 +50,8 @@ class ProjectContext:
         )
 
     @cached_property
-    def config(self) -> BrushConfig:
-        return self.client.brush_config(self.project_id)
+    def config(self) -> RegionConfig:
+        return self.client.region_config(self.project_id)
 
     @cached_property
     def images(self) -> ImageSource:

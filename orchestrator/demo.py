@@ -26,11 +26,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from activeseg.brush import labels_to_results
 from activeseg.datasets import BUNDLED_SAMPLE, DatasetError, Sample, read_dataset
 from activeseg.fsutil import atomic_write_text
 from activeseg.imageio import model_channels, read_image, read_label_image
-from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, BrushConfig, load_label_config
+from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, RegionConfig, load_label_config
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, LabelStudioServerError, free_port, port_in_use
 from activeseg.metrics import score_dataset
@@ -177,7 +176,7 @@ def _simulate_annotator(
     project_id: int,
     coreset: Sequence[int],
     truth: dict[str, Path],
-    config: BrushConfig,
+    config: RegionConfig,
 ) -> list[int]:
     """Take tasks from the labelling queue and submit ground truth until the core-set is done."""
     served = []
@@ -187,9 +186,7 @@ def _simulate_annotator(
             break
         served.append(int(task["id"]))
         labels = read_label_image(truth[task["data"]["name"]]).astype(np.uint32)
-        annotator.submit(
-            int(task["id"]), labels_to_results(labels, config.from_name, config.to_name, config.label)
-        )
+        annotator.submit(int(task["id"]), config.to_results(labels))
         print(f"  annotator: task {task['id']} ({len(served)}/{len(coreset)}) submitted")
     return served
 

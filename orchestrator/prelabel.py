@@ -46,7 +46,7 @@ def prelabel_project(
             model_dir=model_dir or config.model_dir,
         )
         service = PredictionService(config)
-    brush = client.brush_config(project_id)
+    brush = client.region_config(project_id)
     version = service.model_version
     report = PrelabelReport(model_version=version)
     tasks = client.tasks(project_id)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from activeseg.datasets import Sample
 from activeseg.fsutil import atomic_path
 from activeseg.imageio import read_image, write_display_png
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
 from activeseg.lsclient import LabelStudioClient
 from ml_backend.config import SECRET_HEADER
 
@@ -74,7 +74,7 @@ class ImportReport:
 def import_images(
     client: LabelStudioClient,
     project_id: int,
-    config: BrushConfig,
+    config: RegionConfig,
     staged: Sequence[StagedImage],
     files_root: Path,
 ) -> ImportReport:
@@ -120,7 +120,7 @@ def init_project(
     samples: Sequence[Sample],
     title: str,
     files_root: Path,
-    label_config: BrushConfig,
+    label_config: RegionConfig,
     backend_url: str | None = None,
     backend_auth: tuple[str, str] | None = None,
     webhook_secret: str | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
 from activeseg.lsclient import UNCERTAINTY_SAMPLING, LabelStudioClient
 
 PRIORITY_TAB = "Priority"
@@ -42,7 +42,7 @@ class PushReport:
 def push_order(
     client: LabelStudioClient,
     project_id: int,
-    config: BrushConfig,
+    config: RegionConfig,
     version: str,
     order: Sequence[int],
     todo: Sequence[int],

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.brush import labels_to_results
 from activeseg.projectstate import ProjectState, Round
 from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
@@ -65,7 +64,7 @@ def _pre_annotation(
         if store is not None:
             labels = store.labels(int(task["id"]))
             if labels is not None:
-                return labels_to_results(labels.astype(np.uint32), cfg.from_name, cfg.to_name, cfg.label)
+                return cfg.to_results(labels.astype(np.uint32))
         preds = [p for p in task.get("predictions") or [] if p.get("model_version") == pseudo]
         return max(preds, key=lambda p: p["id"])["result"] if preds else []
 

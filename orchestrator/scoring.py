@@ -16,9 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from activeseg.brush import results_to_labels
 from activeseg.imageio import decode_image, model_channels
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
 from activeseg.scores import ScoreStore, TaskScore, foreground_entropy
 from ml_backend.images import ImageSource, task_image_url
 
@@ -34,7 +33,7 @@ class Scorer(Protocol):
 class NnunetScorer:
     """A trained model version of the project's nnU-Net workspace."""
 
-    def __init__(self, workspace: Any, version: str, images: ImageSource, config: BrushConfig, device: str):
+    def __init__(self, workspace: Any, version: str, images: ImageSource, config: RegionConfig, device: str):
         from activeseg.nnunet.engine import Predictor
 
         self.name = version
@@ -57,7 +56,7 @@ class NnunetScorer:
 class ColdStartScorer:
     """Before nnU-Net: the pseudo-label's confidence and the SAM image encoder's view of the image."""
 
-    def __init__(self, pseudo_version: str, images: ImageSource, config: BrushConfig) -> None:
+    def __init__(self, pseudo_version: str, images: ImageSource, config: RegionConfig) -> None:
         self.name = self.name_for(pseudo_version)
         self.pseudo_version = pseudo_version
         self.images, self.config = images, config
@@ -87,7 +86,7 @@ class ColdStartScorer:
         pred = max(preds, key=lambda p: p.get("id") or 0)
         fetched = self.images.fetch(task_image_url(task, self.config.image_key))
         image = decode_image(fetched.data, fetched.name)
-        labels = results_to_labels(pred["result"], image.shape[0], image.shape[1], self.config.from_name)
+        labels = self.config.to_labels(pred["result"], image.shape[0], image.shape[1])
         confidence = float(pred.get("score") or 0.0)
         return TaskScore(
             task_id=int(task["id"]),

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.brush import results_to_labels
 from activeseg.imageio import read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet import starting
@@ -242,7 +241,7 @@ def _labels_of(ctx: ProjectContext, version: str) -> LabelsOf:
         preds = [p for p in task.get("predictions") or [] if p.get("model_version") == version]
         if not preds:
             return None
-        return results_to_labels(preds[-1]["result"], shape[0], shape[1], ctx.config.from_name)
+        return ctx.config.to_labels(preds[-1]["result"], shape[0], shape[1])
 
     return labels
 
@@ -260,7 +259,7 @@ def _coreset_agreement(ctx: ProjectContext, rnd: Round, tasks: Sequence[dict[str
             continue
         truth = result_labels(task, human[0], ctx.config, ctx.images)
         h, w = truth.shape
-        pairs.append((truth, results_to_labels(shown[0]["result"], h, w, ctx.config.from_name)))
+        pairs.append((truth, ctx.config.to_labels(shown[0]["result"], h, w)))
     return round(score_dataset(pairs).msa, 4) if pairs else None
 
 

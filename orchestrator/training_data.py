@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from activeseg.brush import results_to_labels
 from activeseg.imageio import decode_image
-from activeseg.labelconfig import BrushConfig
+from activeseg.labelconfig import RegionConfig
 from activeseg.nnunet.dataset import Case
 from ml_backend.images import ImageSource, task_image_url
 
@@ -36,7 +35,7 @@ def task_case_id(task: dict[str, Any]) -> str:
 
 
 def best_labels(
-    task: dict[str, Any], config: BrushConfig, pseudo_version: str | None
+    task: dict[str, Any], config: RegionConfig, pseudo_version: str | None
 ) -> tuple[list[dict[str, Any]], str] | None:
     """(result, source) of the most trusted labels of a task, or None."""
     submitted = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
@@ -54,7 +53,7 @@ def best_labels(
 
 def cases_from_tasks(
     tasks: Sequence[dict[str, Any]],
-    config: BrushConfig,
+    config: RegionConfig,
     images: ImageSource,
     pseudo_version: str | None = None,
 ) -> CaseReport:
@@ -68,7 +67,7 @@ def cases_from_tasks(
         result, source = found
         fetched = images.fetch(task_image_url(task, config.image_key))
         image = decode_image(fetched.data, fetched.name)
-        labels = results_to_labels(result, image.shape[0], image.shape[1], from_name=config.from_name)
+        labels = config.to_labels(result, image.shape[0], image.shape[1])
         report.cases.append(Case(task_case_id(task), image, labels, source))
     return report
 
@@ -89,7 +88,7 @@ def oversample_human(cases: Sequence[Case]) -> list[Case]:
 
 
 def result_labels(
-    task: dict[str, Any], result: list[dict[str, Any]], config: BrushConfig, images: ImageSource
+    task: dict[str, Any], result: list[dict[str, Any]], config: RegionConfig, images: ImageSource
 ) -> np.ndarray:
     """Instance labels of a task's brush result; its size comes from a region, else (no region at
     all, e.g. an annotator who deleted every mask) from the image itself."""
@@ -99,4 +98,4 @@ def result_labels(
     else:
         fetched = images.fetch(task_image_url(task, config.image_key))
         h, w = decode_image(fetched.data, fetched.name).shape[:2]
-    return results_to_labels(result, h, w, from_name=config.from_name)
+    return config.to_labels(result, h, w)

@@ -53,6 +53,15 @@ def ground_truth_result(dataset: Path, task: dict) -> list[dict]:
     return labels_to_results(labels.astype(np.uint32), "label", "image", "Cell")
 
 
+def assert_same_cells(actual: np.ndarray, expected: np.ndarray, min_iou: float = 0.5) -> None:
+    """The same instance ids, each on the same cell: exact for brush regions; a polygon outline
+    keeps a mask to within its boundary pixels (mean IoU over 0.9)."""
+    ids = np.unique(expected[expected > 0])
+    np.testing.assert_array_equal(np.unique(actual[actual > 0]), ids)
+    ious = [np.sum((actual == i) & (expected == i)) / np.sum((actual == i) | (expected == i)) for i in ids]
+    assert min(ious, default=1.0) >= min_iou and np.mean(ious or [1.0]) > 0.9, f"IoUs {sorted(ious)[:5]}"
+
+
 def ls_template_dir() -> Path:
     """A migrated Label Studio data dir reused between runs (first start: ~25-60 s of migrations)."""
     default = Path.home() / ".cache" / "activeseg" / f"ls-template-{LS_VERSION}"

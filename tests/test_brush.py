@@ -17,13 +17,13 @@ from activeseg.brush import (
     encode_mask,
     encode_runs,
     labels_to_results,
-    results_to_labels,
 )
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_label_image
-from activeseg.labelconfig import load_label_config
+from activeseg.labelconfig import LABEL_CONFIGS, load_label_config
+from activeseg.regions import results_to_labels
 
-CONFIG = load_label_config()
+CONFIG = load_label_config(LABEL_CONFIGS["brush"])
 
 
 @st.composite

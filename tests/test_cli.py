@@ -70,7 +70,9 @@ def test_bad_inputs_fail_in_one_line_before_starting_anything(
     boxes = tmp_path / "boxes.xml"
     boxes.write_text('<View><Image name="image" value="$image"/><RectangleLabels name="b" toName="image">'
                      '<Label value="Cell"/></RectangleLabels></View>')  # fmt: skip
-    assert "no <BrushLabels>" in _one_line_error(capsys, "demo", "--label-config", str(boxes), *ws)
+    assert "no <PolygonLabels> or <BrushLabels>" in _one_line_error(
+        capsys, "demo", "--label-config", str(boxes), *ws
+    )
 
     unlabelled = tmp_path / "unlabelled"
     shutil.copytree(sample_dir / "images", unlabelled / "images")

@@ -7,20 +7,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from activeseg.brush import labels_to_results
-from activeseg.labelconfig import LabelConfigError, load_label_config, parse_label_config
+from activeseg.labelconfig import LABEL_CONFIGS, LabelConfigError, load_label_config, parse_label_config
+from activeseg.regions import KINDS, labels_to_results
 
 
-def test_shipped_config() -> None:
-    cfg = load_label_config()
-    assert (cfg.from_name, cfg.to_name, cfg.image_key, cfg.label) == ("label", "image", "image", "Cell")
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_configs(kind: str) -> None:
+    cfg = load_label_config(LABEL_CONFIGS[kind])
+    assert (cfg.kind, cfg.from_name, cfg.to_name, cfg.image_key, cfg.label) == (
+        kind,
+        "label",
+        "image",
+        "image",
+        "Cell",
+    )
+    assert load_label_config().kind == "polygon"
 
 
 @pytest.mark.parametrize(
     ("xml", "message"),
     [
         ('<View><Image name="image" value="$image"/><RectangleLabels name="b" toName="image">'
-         '<Label value="Cell"/></RectangleLabels></View>', "no <BrushLabels>"),
+         '<Label value="Cell"/></RectangleLabels></View>', "no <PolygonLabels> or <BrushLabels>"),
+        ('<View><Image name="image" value="$image"/><BrushLabels name="l" toName="image"><Label value="C"/>'
+         '</BrushLabels><PolygonLabels name="p" toName="image"><Label value="C"/></PolygonLabels></View>',
+         "needs exactly one"),
         ("<View><Image", "not valid XML"),
         ('<View><Image name="img" value="$image"/><BrushLabels name="l" toName="image">'
          '<Label value="Cell"/></BrushLabels></View>', 'names no <Image name="image">'),
@@ -40,15 +51,19 @@ def test_missing_file(tmp_path: Path) -> None:
         load_label_config(tmp_path / "none.xml")
 
 
-def test_validation_catches_what_label_studio_would_store_anyway() -> None:
-    cfg = load_label_config()
+@pytest.mark.parametrize("kind", KINDS)
+def test_validation_catches_what_label_studio_would_store_anyway(kind: str) -> None:
+    cfg = load_label_config(LABEL_CONFIGS[kind])
     labels = np.zeros((4, 4), np.uint16)
     labels[1:3, 1:3] = 1
-    good = labels_to_results(labels, cfg.from_name, cfg.to_name, cfg.label)
+    good = cfg.to_results(labels)
+    assert [r["type"] for r in good] == [f"{kind}labels"]
     cfg.validate_prediction({"result": good, "score": 0.3})
+    other = "brush" if kind == "polygon" else "polygon"
     for bad in (
-        labels_to_results(labels, "wrong", cfg.to_name, cfg.label),
-        labels_to_results(labels, cfg.from_name, cfg.to_name, "Nucleus"),
+        labels_to_results(labels, "wrong", cfg.to_name, cfg.label, kind),
+        labels_to_results(labels, cfg.from_name, cfg.to_name, "Nucleus", kind),
+        labels_to_results(labels, cfg.from_name, cfg.to_name, cfg.label, other),
     ):
         with pytest.raises(ValueError, match="does not fit the label config"):
             cfg.validate_prediction({"result": bad})

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import requests
 
-from activeseg.brush import labels_to_results, results_to_labels
+from activeseg.brush import labels_to_results
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image, read_label_image
-from activeseg.labelconfig import load_label_config
+from activeseg.labelconfig import LABEL_CONFIGS, load_label_config
 from activeseg.lsclient import LabelStudioClient, LabelStudioError
 from activeseg.lsserver import LabelStudioServer, free_port
+from activeseg.regions import results_to_labels
 from orchestrator.project_setup import import_images, stage_images
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
-CONFIG = load_label_config()
+CONFIG = load_label_config(LABEL_CONFIGS["brush"])  # brush RLE is stored exactly
 
 
 def test_server_identity(label_studio: LabelStudioServer, ls_client: LabelStudioClient) -> None:
@@ -126,7 +127,7 @@ def test_missing_object_and_config_without_brushlabels(ls_client: LabelStudioCli
     )
     project = ls_client.sdk.projects.create(title="boxes only", label_config=boxes)
     with pytest.raises(LabelStudioError, match="no <BrushLabels>"):
-        ls_client.brush_config(project.id)
+        ls_client.region_config(project.id)
     with pytest.raises(LabelStudioError, match="no <BrushLabels>"):
         ls_client.get_or_create_project("boxes only", CONFIG)
 

@@ -7,17 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
-from conftest import ThreadedServer, retrieve_predictions
+from conftest import ThreadedServer, assert_same_cells, retrieve_predictions
 
-from activeseg.brush import results_to_labels
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image
 from activeseg.labelconfig import load_label_config
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
+from activeseg.regions import results_to_labels
 from ml_backend.app import create_app
 from ml_backend.config import BackendConfig
 from ml_backend.pseudolabelers.classical import ClassicalLabeler
@@ -81,7 +80,7 @@ def test_retrieve_predictions_through_label_studio(
         assert pred["model_version"] == version
         expected = ClassicalLabeler().segment(read_image(s.raw))
         assert len(pred["result"]) == expected.n_instances
-        np.testing.assert_array_equal(results_to_labels(pred["result"], s.height, s.width), expected.labels)
+        assert_same_cells(results_to_labels(pred["result"], s.height, s.width), expected.labels)
     assert tasks["corrupt"]["predictions"] == []
 
 
@@ -107,7 +106,7 @@ def test_prelabel_command_uploads_and_resumes(
     for s in staged:
         (pred,) = ls_client.predictions(task_ids[s.id])
         expected = ClassicalLabeler().segment(read_image(s.raw))
-        np.testing.assert_array_equal(results_to_labels(pred["result"], s.height, s.width), expected.labels)
+        assert_same_cells(results_to_labels(pred["result"], s.height, s.width), expected.labels)
 
     wrong = subprocess.run(cmd, env=dict(env, LABEL_STUDIO_API_KEY="wrong-token-1"), capture_output=True,
                            text=True, timeout=600)  # fmt: skip
