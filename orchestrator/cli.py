@@ -517,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-config",
         type=Path,
         default=DEFAULT_LABEL_CONFIG,
-        help="Label Studio label config with one BrushLabels tag (default: label_config.xml)",
+        help="Label Studio label config with one PolygonLabels or BrushLabels tag "
+        "(default: label_config.xml, polygons; label_config_brush.xml for brush masks)",
     )
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
     p.add_argument("--budget", default="10%", help="core-set size (default: %(default)s of the tasks)")
@@ -697,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-config",
         type=Path,
         default=DEFAULT_LABEL_CONFIG,
-        help="label config with one BrushLabels tag (default: label_config.xml)",
+        help="label config with one PolygonLabels or BrushLabels tag "
+        "(default: label_config.xml, polygons; label_config_brush.xml for brush masks)",
     )
     p.set_defaults(func=_cmd_init)
 
