@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from activeseg.brush import decode_mask
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_label_image
-from activeseg.labelconfig import load_label_config
+from activeseg.labelconfig import LABEL_CONFIGS, load_label_config
+from activeseg.regions import KINDS, region_mask
 from ml_backend.app import create_app
 from ml_backend.config import BackendConfig
 from ml_backend.interactive import parse_context
 from ml_backend.service import PredictionService
 
 pytestmark = pytest.mark.slow
-CONFIG = load_label_config()
 
 
 def box_context(bbox: tuple[int, int, int, int], h: int, w: int) -> dict:
@@ -60,21 +59,24 @@ def served(tmp_path: Path, sample_dir: Path):
     return create_app(service.config, service).test_client(), service, read_label_image(sample.label)
 
 
-def test_box_prompt_gives_the_nucleus(served) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_box_prompt_gives_the_nucleus(served, kind: str) -> None:
+    """A smart box becomes one region of the project's kind (the config's tag) on the nucleus."""
     client, service, gt = served
+    config = load_label_config(LABEL_CONFIGS[kind])
     h, w = gt.shape
     biggest = max(regionprops(gt), key=lambda r: r.area)
     task = {"id": 7, "data": {"image": "/data/local-files/?d=a.png"}}
     body = {
         "tasks": [task],
-        "label_config": CONFIG.xml,
+        "label_config": config.xml,
         "params": {"context": box_context(biggest.bbox, h, w)},
     }
     (answer,) = client.post("/predict", json=body).get_json()["results"]
     (region,) = answer["result"]
-    assert region["type"] == "brushlabels" and region["id"].startswith("smart-")
-    assert region["value"]["brushlabels"] == ["Cell"] and 0 <= region["score"] <= 1
-    mask = decode_mask(region["value"]["rle"], h, w)
+    assert region["type"] == f"{kind}labels" and region["id"].startswith("smart-")
+    assert region["value"][f"{kind}labels"] == ["Cell"] and 0 <= region["score"] <= 1
+    mask = region_mask(region, h, w)
     truth = gt == biggest.label
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.5, iou  # real weights outline the real nucleus
