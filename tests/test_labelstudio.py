@@ -118,7 +118,7 @@ def test_unreachable_server() -> None:
         LabelStudioClient(url, "whatever-token").whoami()
 
 
-def test_missing_object_and_config_without_brushlabels(ls_client: LabelStudioClient) -> None:
+def test_missing_object_and_config_without_cell_regions(ls_client: LabelStudioClient) -> None:
     with pytest.raises(LabelStudioError, match="404"):
         ls_client.project(987654)
     boxes = (
@@ -126,9 +126,9 @@ def test_missing_object_and_config_without_brushlabels(ls_client: LabelStudioCli
         '<RectangleLabels name="b" toName="image"><Label value="Cell"/></RectangleLabels></View>'
     )
     project = ls_client.sdk.projects.create(title="boxes only", label_config=boxes)
-    with pytest.raises(LabelStudioError, match="no <BrushLabels>"):
+    with pytest.raises(LabelStudioError, match="no <PolygonLabels> or <BrushLabels>"):
         ls_client.region_config(project.id)
-    with pytest.raises(LabelStudioError, match="no <BrushLabels>"):
+    with pytest.raises(LabelStudioError, match="no <PolygonLabels> or <BrushLabels>"):
         ls_client.get_or_create_project("boxes only", CONFIG)
 
 

@@ -118,11 +118,12 @@ def test_prelabel_command_uploads_and_resumes(
 def test_interactive_annotating_through_label_studio(
     label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path, tmp_path: Path
 ) -> None:
-    """Label Studio forwards a smart-tool box to the backend and gets one SAM mask back."""
+    """Label Studio forwards a smart-tool box to the backend and gets one SAM outline back, a
+    polygon as the shipped config says."""
     from skimage.measure import regionprops
 
-    from activeseg.brush import decode_mask
     from activeseg.imageio import read_label_image
+    from activeseg.regions import region_mask
 
     project_id, _, staged, task_ids = make_project(label_studio, ls_client, sample_dir, "interactive", 1)
     config = BackendConfig(label_studio_url=label_studio.url, api_key=label_studio.login.token,
@@ -148,7 +149,7 @@ def test_interactive_annotating_through_label_studio(
         backend.close()
     assert r.status_code == 200, r.text
     (region,) = r.json()["data"]["result"]
-    assert region["type"] == "brushlabels" and decode_mask(region["value"]["rle"], h, w)[r0:r1, c0:c1].any()
+    assert region["type"] == "polygonlabels" and region_mask(region, h, w)[r0:r1, c0:c1].any()
 
 
 def test_wrong_backend_token_is_a_per_task_error(
