@@ -38,9 +38,10 @@ def test_cases_prefer_human_annotations(
     first, second, third = samples
     for s in (first, second):  # pseudo-labels on two tasks
         seg = classical.segment(read_image(s.image))
-        result = labels_to_results(seg.labels, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
+        result = CONFIG.to_results(seg.labels)  # polygons, as the shipped config says
         ls_client.create_prediction(task_ids[s.id], result, model_version=classical.version, config=CONFIG)
-    truth = read_label_image(first.label)  # a person corrected the first task to the ground truth
+    # a person corrected the first task to the ground truth, with the brush: read exactly
+    truth = read_label_image(first.label)
     gt_result = labels_to_results(truth, CONFIG.from_name, CONFIG.to_name, CONFIG.label)
     ls_client.sdk.annotations.create(id=task_ids[first.id], result=gt_result, was_cancelled=False)
 
