@@ -192,6 +192,22 @@ def decode_mask(rle: Sequence[int], height: int, width: int) -> np.ndarray:
     return out.reshape(height, width)
 
 
+def brush_region(
+    rle: list[int], region_id: str, names: tuple[str, str], label: str, shape: tuple[int, int]
+) -> dict[str, Any]:
+    """One ``brushlabels`` region: ``names`` is (from_name, to_name), ``shape`` (height, width)."""
+    return {
+        "id": region_id,
+        "from_name": names[0],
+        "to_name": names[1],
+        "type": "brushlabels",
+        "original_width": shape[1],
+        "original_height": shape[0],
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": rle, "brushlabels": [label]},
+    }
+
+
 def labels_to_results(
     labels: np.ndarray,
     from_name: str,
@@ -207,23 +223,10 @@ def labels_to_results(
         raise ValueError(f"label image must be 2-D, got shape {labels.shape}")
     if labels.dtype.kind not in "ui":
         raise ValueError(f"label image must be integer, got {labels.dtype}")
-    height, width = labels.shape
     results = []
     for inst, (starts, ends) in _instance_runs(labels).items():
-        region: dict[str, Any] = {
-            "id": f"inst-{inst}",
-            "from_name": from_name,
-            "to_name": to_name,
-            "type": "brushlabels",
-            "original_width": width,
-            "original_height": height,
-            "image_rotation": 0,
-            "value": {
-                "format": "rle",
-                "rle": _segments_to_rle(starts, ends, labels.size),
-                "brushlabels": [label],
-            },
-        }
+        rle = _segments_to_rle(starts, ends, labels.size)
+        region = brush_region(rle, f"inst-{inst}", (from_name, to_name), label, labels.shape)
         if scores is not None and inst in scores:
             region["score"] = float(scores[inst])
         results.append(region)

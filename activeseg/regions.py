@@ -81,17 +81,7 @@ def mask_to_result(
     """One region of ``kind`` for a boolean mask (the smart tools' answer to a click or box)."""
     if kind == "polygon":
         return polygon_region(mask_to_points(mask), region_id, (from_name, to_name), label, mask.shape)
-    h, w = mask.shape
-    return {
-        "id": region_id,
-        "from_name": from_name,
-        "to_name": to_name,
-        "type": "brushlabels",
-        "original_width": w,
-        "original_height": h,
-        "image_rotation": 0,
-        "value": {"format": "rle", "rle": brush.encode_mask(mask), "brushlabels": [label]},
-    }
+    return brush.brush_region(brush.encode_mask(mask), region_id, (from_name, to_name), label, mask.shape)
 
 
 def _pixels(region: Mapping[str, Any], height: int, width: int) -> np.ndarray:
