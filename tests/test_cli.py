@@ -3,15 +3,12 @@ what its annotator sees in a headless Chromium."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from browser import CHROMEDRIVER, CHROMIUM, Chromium, log_in
 from PIL import Image
 from services import require_program
 
@@ -144,91 +142,8 @@ def test_demo_runs_the_loop_end_to_end(demo: DemoRun, sample_dir: Path) -> None:
     assert status.returncode == 0 and demo.port in status.stdout
 
 
-# A real browser: Debian's chromium and chromium-driver (.ci/run installs them). The driver's path
-# is given, so Selenium never runs selenium-manager, which would try to download one.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--window-size=1000,700", "--force-device-scale-factor=1", "--no-first-run",
-    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-default-apps", "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection",
-)  # fmt: skip
 DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "annotator-first-task.png"
 UI_TIMEOUT = 120  # seconds for any one page state; the labelling view takes about 10 s on 2 cores
-
-
-#: the labelling view of the demo's top task takes about 1 GB; a browser past this has run away
-#: (seen with a 1600x1000 window and 200-500 regions: an 18 GB renderer that froze the page)
-BROWSER_MAX_MB = 6000
-
-
-class Chromium:
-    """Headless Chromium through chromedriver, in a session of its own: no browser process outlives
-    the ``with`` block, and a browser that grows past ``max_mb`` is killed (``ran_away`` says so)
-    instead of hanging the test and starving the machine. A block that fails leaves the page and a
-    screenshot beside ``log`` if the browser still answers."""
-
-    def __init__(self, log: Path, max_mb: int = BROWSER_MAX_MB) -> None:
-        self.log, self.max_mb = log, max_mb
-        self.ran_away: str | None = None
-        self._stop = threading.Event()
-
-    def __enter__(self) -> WebDriver:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        service = Service(str(CHROMEDRIVER), log_output=str(self.log), popen_kw={"start_new_session": True})
-        self.driver = webdriver.Chrome(service=service, options=options)
-        self.driver.command_executor.client_config.timeout = 60  # one command; Selenium retries 3 times
-        self.session = os.getsid(service.process.pid)
-        threading.Thread(target=self._watch, daemon=True).start()
-        return self.driver
-
-    def processes(self) -> dict[int, int]:
-        """pid -> resident MB of every process of the browser's session."""
-        found = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[3]) == self.session and fields[0] != "Z":  # its session, not a zombie
-                    found[int(stat.parent.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") >> 20
-        return found
-
-    def _kill(self) -> None:
-        for pid in self.processes():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(1.0):
-            size = sum(self.processes().values())
-            if size > self.max_mb:
-                self.ran_away = f"the browser grew to {size} MB (limit {self.max_mb} MB) and was killed"
-                self._kill()
-                return
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        self._stop.set()
-        # a hung page must not hide the failure behind the driver's 60 s timeouts and retries
-        self.driver.command_executor.client_config.timeout = 15
-        if exc_type is not None and self.ran_away is None:
-            try:
-                (self.log.parent / "page.html").write_text(self.driver.page_source)
-                self.driver.save_screenshot(str(self.log.parent / "failure.png"))
-            except Exception as error:
-                print(f"could not save the failed page from the browser: {type(error).__name__}: {error}")
-        with contextlib.suppress(Exception):
-            self.driver.quit()
-        deadline = time.monotonic() + 10
-        while self.processes() and time.monotonic() < deadline:
-            self._kill()
-            time.sleep(0.2)
 
 
 def _outliner_indices(driver: WebDriver, expected: int) -> set[int]:
@@ -274,11 +189,7 @@ def _annotator_view(
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(driver, UI_TIMEOUT)
-    driver.get(f"{url}/user/login/")
-    driver.find_element(By.NAME, "email").send_keys(ANNOTATOR_EMAIL)
-    driver.find_element(By.NAME, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
-    wait.until(lambda d: "/user/login" not in d.current_url, "the annotator's login was refused")
+    log_in(driver, url, ANNOTATOR_EMAIL, password, UI_TIMEOUT)
     driver.get(f"{url}/projects/{project}/data")
     label_all = (By.XPATH, "//button[normalize-space(.)='Label All Tasks']")
     wait.until(ec.element_to_be_clickable(label_all)).click()
