@@ -155,13 +155,19 @@ class LabelStudioClient:
         except LabelConfigError as exc:
             raise LabelStudioError(f"project {project_id} at {self.url}: {exc}") from None
 
-    def get_or_create_project(self, title: str, label_config: RegionConfig) -> tuple[int, bool]:
-        """(project id, created): an existing project with this exact title is reused."""
+    def find_project(self, title: str) -> int | None:
+        """The id of the project with exactly this title, if there is one."""
         pager = self._call("list projects", self.sdk.projects.list, title=title)
-        for project in self._call("list projects", list, pager):
-            if project.title == title:
-                self.region_config(project.id)
-                return int(project.id), False
+        found = [int(p.id) for p in self._call("list projects", list, pager) if p.title == title]
+        return found[0] if found else None
+
+    def get_or_create_project(self, title: str, label_config: RegionConfig) -> tuple[int, bool]:
+        """(project id, created): an existing project with this exact title is reused, its label
+        config kept."""
+        existing = self.find_project(title)
+        if existing is not None:
+            self.region_config(existing)
+            return existing, False
         project = self._call(
             f"create project {title!r}",
             self.sdk.projects.create,

@@ -269,9 +269,9 @@ def _foreground(ctx: ProjectContext, kind: str, params: dict | None = None) -> d
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from activeseg.datasets import read_dataset
-    from activeseg.labelconfig import load_label_config
     from activeseg.lsclient import LabelStudioClient
     from orchestrator.project_setup import init_project
+    from orchestrator.region_choice import project_label_config
 
     files_root = args.files_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
     if not files_root:
@@ -282,12 +282,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
         )
         return 2
     user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
+    client, samples = LabelStudioClient(), read_dataset(args.images)
+    config, why = project_label_config(client, args.title, samples, args.regions, args.label_config)
+    print(f"regions: {why}")
     result = init_project(
-        LabelStudioClient(),
-        read_dataset(args.images),
+        client,
+        samples,
         args.title,
         Path(files_root),
-        load_label_config(args.label_config),
+        config,
         backend_url=args.backend_url,
         backend_auth=(user, password) if user and password else None,
         webhook_secret=os.environ.get("ACTIVESEG_WEBHOOK_SECRET") or None,
@@ -695,11 +698,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the ML backend's URL as Label Studio reaches it (default: ACTIVESEG_BACKEND_URL)",
     )
     p.add_argument(
+        "--regions",
+        choices=("auto", "polygon", "brush"),
+        default="auto",
+        help="how cells are drawn: one polygon or one brush mask each. auto (default) pseudo-labels 20 of "
+        "the images and takes polygons unless every one has at most 25 cells and outlines redraw them "
+        "poorly (brush masks make Label Studio's page slow past 25 cells). An existing project keeps its own",
+    )
+    p.add_argument(
         "--label-config",
         type=Path,
-        default=DEFAULT_LABEL_CONFIG,
-        help="label config with one PolygonLabels or BrushLabels tag "
-        "(default: label_config.xml, polygons; label_config_brush.xml for brush masks)",
+        default=None,
+        help="label config with one PolygonLabels or BrushLabels tag; overrides --regions "
+        "(shipped: label_config.xml, polygons; label_config_brush.xml, brush masks)",
     )
     p.set_defaults(func=_cmd_init)
 

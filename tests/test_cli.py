@@ -307,6 +307,12 @@ def test_loop_commands_fail_in_one_line(
     assert "cannot reach Label Studio" in _one_line_error(capsys, "rank", "--project", "1")
     assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")
     assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
+    brush_config = str(Path(__file__).resolve().parent.parent / "label_config_brush.xml")
+    contradiction = _one_line_error(
+        capsys, "init", "--images", str(sample_dir), "--files-root", str(tmp_path),
+        "--regions", "polygon", "--label-config", brush_config,
+    )  # fmt: skip
+    assert "--regions polygon contradicts --label-config" in contradiction
     assert "no job" in _one_line_error(capsys, "jobs", "rerun", "nope")
     assert "budget" in _one_line_error(capsys, "rank", "--project", "1", "--budget", "150%")
     assert "--start-minutes must be 0 or more" in _one_line_error(
@@ -336,8 +342,16 @@ def test_init_prelabel_status_export_watch_through_the_cli(
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
     assert main(["init", "--images", str(images), "--project", "cli loop"]) == 0
     out = capsys.readouterr().out
-    assert "3 tasks (3 new)" in out
-    project = out.split("project ")[1].split()[0]
+    assert "regions: polygon, chosen from 3 sampled images" in out and "3 tasks (3 new)" in out
+    project = out.split("created project ")[1].split()[0]
+    # asked for brush masks, a new project gets them; an existing one keeps its own
+    assert main(["init", "--images", str(images), "--project", "cli brush", "--regions", "brush"]) == 0
+    out = capsys.readouterr().out
+    brush_project = int(out.split("created project ")[1].split()[0])
+    client = LabelStudioClient(label_studio.url, label_studio.login.token)
+    assert client.region_config(brush_project).kind == "brush" and "regions: brush, as asked" in out
+    assert main(["init", "--images", str(images), "--project", "cli brush"]) == 0
+    assert f"brush, the label config of existing project {brush_project} (kept)" in capsys.readouterr().out
     assert main(["prelabel", "--project", project]) == 0
     assert main(["status", "--project", project]) == 0
     status = capsys.readouterr().out
