@@ -31,12 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from browser import CHROMIUM, Chromium, log_in  # noqa: E402
+from browser import CHROMIUM, NEXT_FRAME_JS, Chromium, log_in, regions_drawn, timed_script  # noqa: E402
 from conftest import SHARED_DATA, ls_template_dir  # noqa: E402
 
 from activeseg.datasets import read_dataset  # noqa: E402
@@ -46,9 +46,6 @@ from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LABEL_CONFIGS, load_labe
 from activeseg.lsclient import LabelStudioClient  # noqa: E402
 from activeseg.lsserver import LabelStudioServer, ensure_template, prepare_from_template  # noqa: E402
 from orchestrator.project_setup import init_project  # noqa: E402
-
-if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
 
 WINDOW = (1600, 1000)
 #: DSB2018 stage-1 fluorescence training images by nucleus count (the densest of the set: 375)
@@ -62,23 +59,6 @@ VERSION = "ground-truth"
 DEFAULT_KIND = load_label_config(DEFAULT_LABEL_CONFIG).kind
 RESULTS = REPO / "benchmarks" / "results" / "annotator_page.json"
 
-#: regions of the shown annotation drawn on the Konva stage, or -1 before the editor and its image
-#: are up. Label Studio gives a region's Konva node the region's id (a polygon's group, by name) or
-#: the id before its "#" (a brush region's layer); a brush region is drawn once the images in its
-#: layer have pixels.
-DRAWN_JS = """
-const a = window.Htx && Htx.annotationStore && Htx.annotationStore.selected;
-const img = document.querySelector('img[alt=image]');
-if (!a || !window.Konva || !Konva.stages.length || !img || !img.complete || !img.naturalWidth) return -1;
-const nodes = new Map();
-Konva.stages[0].find(n => n.id() || n.name()).forEach(n => { nodes.set(n.id(), n); nodes.set(n.name(), n); });
-const painted = n => n.find('Image').every(i => i.image() && i.image().width > 0);
-return a.regionStore.regions.filter(r => {
-  const node = nodes.get(r.id) || nodes.get(r.id.split('#')[0]);
-  return node && painted(node);
-}).length;
-"""
-NEXT_FRAME_JS = "const done = arguments[arguments.length - 1]; requestAnimationFrame(() => done(true));"
 ALL_HIDDEN_JS = """
 const done = arguments[arguments.length - 1];
 const regions = () => Htx.annotationStore.selected.regionStore.regions;
@@ -111,31 +91,6 @@ def project(client: LabelStudioClient, files_root: Path, kind: str, with_regions
     return tasks | {-1: project_id}
 
 
-def drawn(driver: WebDriver, regions: int, deadline: float) -> bool:
-    """Poll until every region is on the canvas and the frame after is painted (a brush region's
-    layer has its pixels before the page has drawn them); False at the deadline or if the page
-    stops answering."""
-    while time.monotonic() < deadline:
-        try:
-            if driver.execute_script(DRAWN_JS) >= regions:
-                return timed_script(driver, NEXT_FRAME_JS, deadline - time.monotonic()) is not None
-        except Exception:  # a frozen page times the call out; a killed browser ends the run
-            return False
-        time.sleep(0.1)
-    return False
-
-
-def timed_script(driver: WebDriver, script: str, limit: float) -> float | None:
-    """Seconds an async script took, or None past ``limit``."""
-    driver.set_script_timeout(limit)
-    start = time.monotonic()
-    try:
-        driver.execute_async_script(script)
-    except Exception:
-        return None
-    return time.monotonic() - start
-
-
 def measure(url: str, login: tuple[str, str], project_id: int, task: int, regions: int, args: Any) -> dict:
     """Open one task in a fresh browser and measure it (see the module's docstring)."""
     from selenium.webdriver.common.by import By
@@ -148,7 +103,7 @@ def measure(url: str, login: tuple[str, str], project_id: int, task: int, region
         browser.reset_peak()
         start = time.monotonic()
         driver.get(f"{url}/projects/{project_id}/data?task={task}")
-        if drawn(driver, regions, start + args.timeout):
+        if regions_drawn(driver, regions, start + args.timeout):
             run["load_s"] = round(time.monotonic() - start, 2)
             frames = [timed_script(driver, NEXT_FRAME_JS, 5.0) for _ in range(5)]
             run["responsive"] = all(f is not None and f <= 1.0 for f in frames)

@@ -32,6 +32,24 @@ CHROMIUM_FLAGS = (
 BROWSER_MAX_MB = 6000
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
+#: regions of the shown annotation drawn on the Konva stage, or -1 before the editor and its image
+#: are up. Label Studio gives a region's Konva node the region's id (a polygon's group, by name) or
+#: the id before its "#" (a brush region's layer); a brush region is drawn once the images in its
+#: layer have pixels.
+DRAWN_JS = """
+const a = window.Htx && Htx.annotationStore && Htx.annotationStore.selected;
+const img = document.querySelector('img[alt=image]');
+if (!a || !window.Konva || !Konva.stages.length || !img || !img.complete || !img.naturalWidth) return -1;
+const nodes = new Map();
+Konva.stages[0].find(n => n.id() || n.name()).forEach(n => { nodes.set(n.id(), n); nodes.set(n.name(), n); });
+const painted = n => n.find('Image').every(i => i.image() && i.image().width > 0);
+return a.regionStore.regions.filter(r => {
+  const node = nodes.get(r.id) || nodes.get(r.id.split('#')[0]);
+  return node && painted(node);
+}).length;
+"""
+NEXT_FRAME_JS = "const done = arguments[arguments.length - 1]; requestAnimationFrame(() => done(true));"
+
 
 class Chromium:
     """Headless Chromium through chromedriver, in a session of its own: no browser process outlives
@@ -132,3 +150,28 @@ def log_in(driver: WebDriver, url: str, email: str, password: str, timeout: floa
     driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
     refused = "the login was refused"
     WebDriverWait(driver, timeout).until(lambda d: "/user/login" not in d.current_url, refused)
+
+
+def regions_drawn(driver: WebDriver, regions: int, deadline: float) -> bool:
+    """Poll until every region is on the canvas and the frame after is painted (a brush region's
+    layer has its pixels before the page has drawn them); False at the deadline or if the page
+    stops answering."""
+    while time.monotonic() < deadline:
+        try:
+            if driver.execute_script(DRAWN_JS) >= regions:
+                return timed_script(driver, NEXT_FRAME_JS, deadline - time.monotonic()) is not None
+        except Exception:  # a frozen page times the call out; a killed browser ends the run
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def timed_script(driver: WebDriver, script: str, limit: float) -> float | None:
+    """Seconds an async script took, or None past ``limit``."""
+    driver.set_script_timeout(limit)
+    start = time.monotonic()
+    try:
+        driver.execute_async_script(script)
+    except Exception:
+        return None
+    return time.monotonic() - start
