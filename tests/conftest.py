@@ -1,9 +1,13 @@
-"""Shared fixtures: data locations and one real Label Studio server per test session."""
+"""Shared fixtures: data locations, one real Label Studio server per test session, PostgreSQL and
+Redis servers, and SIGTERM handled like Ctrl-C, so that a run stopped from outside still stops
+every server and browser it started."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +16,7 @@ import numpy as np
 import pytest
 import requests
 from flask import Flask, jsonify, request
+from services import PostgresServer, RedisServer
 from werkzeug.serving import make_server
 
 from activeseg.brush import labels_to_results
@@ -62,6 +67,18 @@ def assert_same_cells(actual: np.ndarray, expected: np.ndarray, min_iou: float =
     assert min(ious, default=1.0) >= min_iou and np.mean(ious or [1.0]) > 0.9, f"IoUs {sorted(ious)[:5]}"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a timeout, a CI runner giving up) as Ctrl-C: pytest stops and tears down every
+    fixture, so the servers and browsers they started stop too. Later SIGTERMs are ignored
+    until then; a SIGKILL still ends the run at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def ls_template_dir() -> Path:
     """A migrated Label Studio data dir reused between runs (first start: ~25-60 s of migrations)."""
     default = Path.home() / ".cache" / "activeseg" / f"ls-template-{LS_VERSION}"
@@ -81,6 +98,20 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory, ls_template: Path) ->
     server = LabelStudioServer(data_dir, files_root=data_dir.parent / "files")
     server.start()
     print(f"\nLabel Studio up on {server.url} after {server.startup_seconds:.1f} s")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), password=secrets.token_urlsafe(16))
     yield server
     server.stop()
 

@@ -37,20 +37,6 @@ N_IMAGES = 8
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"), password=secrets.token_urlsafe(16))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def label_studio_pg(
     postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabelStudioServer]:
