@@ -171,7 +171,7 @@ def _outliner_indices(driver: WebDriver, expected: int) -> set[int]:
 
 
 def _red_fraction(screenshot: Path, box: dict[str, float]) -> float:
-    """Share of the image's pixels tinted by the red brush masks (label colour #FF0000)."""
+    """Share of the image's pixels tinted by the red regions (label colour #FF0000)."""
     left, top = int(box["left"]), int(box["top"])
     right, bottom = left + int(box["width"]), top + int(box["height"])
     pixels = np.asarray(Image.open(screenshot).convert("RGB").crop((left, top, right, bottom)), dtype=int)
@@ -245,7 +245,7 @@ def test_demo_annotator_sees_the_top_ranked_task_in_chromium(demo: DemoRun, tmp_
     shown_id, indices, box = view
     assert shown_id == str(top)
     assert indices == set(range(1, instances + 1))
-    assert _red_fraction(screenshot, box) > 0.001, "the brush masks are not drawn on the image"
+    assert _red_fraction(screenshot, box) > 0.001, "the regions are not drawn on the image"
     if os.environ.get("ACTIVESEG_UPDATE_SCREENSHOTS"):  # refresh the picture the docs show
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(screenshot, DOCS_SCREENSHOT)
