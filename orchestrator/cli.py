@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import activeseg
-from activeseg.datasets import BUNDLED_SAMPLE, DatasetError, shared_data
+from activeseg.datasets import BUNDLED_SAMPLE, DatasetError
 from activeseg.imageio import ImageReadError
 from activeseg.jobs import JobError
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
@@ -31,6 +31,7 @@ from ml_backend.images import ImageFetchError
 from ml_backend.pseudolabelers.base import ModelLoadError
 from orchestrator.context import LoopError, default_model_dir
 from orchestrator.strategies import STRATEGIES
+from orchestrator.study import command as study_command
 
 if TYPE_CHECKING:
     from orchestrator.context import ProjectContext
@@ -50,11 +51,6 @@ USER_ERRORS = (
     DatasetExportError,
     ConfigError,
 )
-
-
-def _shared(name: str) -> Path | None:
-    """A dataset of the team's shared data folder, when it is there."""
-    return shared_data() / name if (shared_data() / name).is_dir() else None
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -99,48 +95,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"  annotator  {result.annotator[0]} / {result.annotator[1]}\n"
             f"stop it (and the ML backend) with: activeseg labelstudio stop{where}"
         )
-    return 0
-
-
-def _cmd_study(args: argparse.Namespace) -> int:
-    from orchestrator.strategies import budget_to_k
-    from orchestrator.study import Study, StudyConfig, config_dict
-    from orchestrator.study_report import write_report
-
-    if args.train is None or args.test is None:
-        raise DatasetError(
-            f"no data: pass --train and --test (looked for dsb2018_stage1_train_fluo and "
-            f"dsb2018_stage1_test in {shared_data()}; ACTIVESEG_SHARED_DATA sets that folder)"
-        )
-    config = StudyConfig(
-        train=args.train,
-        test=args.test,
-        pool_size=None if args.pool_size == "all" else int(args.pool_size),
-        test_size=args.test_size,
-        budgets=tuple(b.strip() for b in args.budgets.split(",") if b.strip()),
-        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-        strategy=args.strategy,
-        pretrain_iterations=args.pretrain_iterations,
-        finetune_iterations=args.finetune_iterations,
-        iterations_per_epoch=args.iterations_per_epoch,
-        pretrain_minutes=args.pretrain_minutes,
-        finetune_minutes=args.finetune_minutes,
-        configuration=args.plan,
-        init=args.init,
-        finetune_with_pseudo=args.finetune_with_pseudo,
-        full=not args.no_full,
-        device=args.device,
-        workers=args.workers,
-    )
-    study = Study(config, args.out, keep_models=args.keep_models)
-    records = study.records() if args.report_only else study.run()
-    if not records:
-        raise LoopError(f"{args.out} has no finished runs yet; run without --report-only")
-    unrelated = ("budgets", "seeds", "full", "device", "workers")  # they do not change a run's result
-    settings = {k: v for k, v in config_dict(config).items() if k not in unrelated}
-    headline_k = budget_to_k(args.headline_budget, records[0]["pool"])
-    print("\n" + write_report(records, args.out, settings, headline_k, config.strategy))
-    print(f"\nwrote results.csv, results.md and msa_vs_annotated.png to {args.out}")
     return 0
 
 
@@ -566,108 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser(
-        "study",
-        help="label-efficiency study: corrected core-sets of 2/5/10 %% against random picks and full labels",
-        description=(
-            "Without Label Studio: pseudo-label a pool of training images, pretrain nnU-Net on them, then "
-            "fine-tune with the same budget on k images corrected to their ground truth, picked by our "
-            "strategy, at random, or instance-weighted at random, and compare with pseudo-labels only and "
-            "full supervision (from scratch and from the pseudo model) on held-out test images (mSA, AP50, "
-            "F1). Writes results.csv, results.md and msa_vs_annotated.png to --out. Resumable: finished "
-            "runs are kept and skipped. On 2 CPU cores the defaults take about 35 minutes per seed."
-        ),
-    )
-    p.add_argument(
-        "--train",
-        type=Path,
-        default=_shared("dsb2018_stage1_train_fluo"),
-        help="training images with labels/ (default: ../shared/data/dsb2018_stage1_train_fluo)",
-    )
-    p.add_argument(
-        "--test",
-        type=Path,
-        default=_shared("dsb2018_stage1_test"),
-        help="held-out images with labels/; a manifest 'group' column keeps fluorescence only and "
-        "overlap_with_dsb2018_stage1_train.csv removes training duplicates "
-        "(default: ../shared/data/dsb2018_stage1_test)",
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("study"), help="results and cache folder (default: study)"
-    )
-    p.add_argument(
-        "--pool-size", default="100", help="training images in the pool, or 'all' (default: %(default)s)"
-    )
-    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
-    p.add_argument(
-        "--budgets", default="2%,5%,10%", help="core-set sizes, comma-separated (default: %(default)s)"
-    )
-    p.add_argument(
-        "--headline-budget", default="5%", help="budget of the headline ratio (default: %(default)s)"
-    )
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated (default: %(default)s)")
-    p.add_argument(
-        "--strategy", choices=sorted(STRATEGIES), default="hybrid", help="'ours' (default: %(default)s)"
-    )
-    p.add_argument(
-        "--pretrain-iterations", type=int, default=150, help="on pseudo-labels (default: %(default)s)"
-    )
-    p.add_argument(
-        "--finetune-iterations", type=int, default=50, help="every arm's extra budget (default: %(default)s)"
-    )
-    p.add_argument("--iterations-per-epoch", type=int, default=50, help="default: %(default)s")
-    p.add_argument(
-        "--pretrain-minutes",
-        type=float,
-        default=None,
-        help="pretraining time budget instead of --pretrain-iterations (default: none)",
-    )
-    p.add_argument(
-        "--finetune-minutes",
-        type=float,
-        default=None,
-        help="every arm's extra training time instead of --finetune-iterations (default: none)",
-    )
-    p.add_argument(
-        "--plan",
-        choices=list(CONFIGURATIONS),
-        default=None,
-        help="nnU-Net configuration (default: 2d_lite on cpu, 2d on cuda)",
-    )
-    p.add_argument(
-        "--init",
-        default="none",
-        metavar="auto|none|FILE",
-        help="the pseudo model's starting weights: none, random (default); auto, the shipped network, "
-        "which learnt from the ground truth of DSB2018 training images (the default pool: it would leak "
-        "their labels); or a starting-point file trained without the pool's labels",
-    )
-    p.add_argument(
-        "--finetune-with-pseudo",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the selection arms fine-tune on their k corrected images, repeated to about half of the "
-        "samples, plus the other pool images' pseudo-labels, as 'activeseg finetune' does by default; "
-        "--no-finetune-with-pseudo: on the k images only (default: on)",
-    )
-    p.add_argument(
-        "--no-full",
-        action="store_true",
-        help="leave out the two fully supervised arms (e.g. for a second study that changes only "
-        "how the selection arms fine-tune)",
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: %(default)s")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="nnU-Net data-augmentation processes; 0 runs augmentation in-process (default: %(default)s)",
-    )
-    p.add_argument("--keep-models", action="store_true", help="keep every arm's checkpoint (~130 MB each)")
-    p.add_argument(
-        "--report-only", action="store_true", help="write the outputs from finished runs; train nothing"
-    )
-    p.set_defaults(func=_cmd_study)
+    study_command.add_parser(sub)
 
     p = sub.add_parser(
         "init",

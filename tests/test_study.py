@@ -13,7 +13,8 @@ import pytest
 
 from activeseg.datasets import held_out, shared_data
 from orchestrator.context import LoopError
-from orchestrator.study import (
+from orchestrator.study.report import headline, markdown_table, summarise, write_report
+from orchestrator.study.runner import (
     FULL_FROM_PSEUDO,
     FULL_FROM_SCRATCH,
     PSEUDO_LABELS,
@@ -23,7 +24,6 @@ from orchestrator.study import (
     Study,
     StudyConfig,
 )
-from orchestrator.study_report import headline, markdown_table, summarise, write_report
 
 TRAIN, TEST = shared_data() / "dsb2018_stage1_train_fluo", shared_data() / "dsb2018_stage1_test"
 needs_data = pytest.mark.skipif(not TRAIN.is_dir(), reason="needs ../shared/data (DSB2018)")

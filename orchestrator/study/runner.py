@@ -25,6 +25,10 @@ fine-tune on their k images only (``activeseg finetune --no-with-pseudo``); ``fu
 out the two fully supervised arms (for a second study that changes only how the selection arms
 fine-tune).
 
+The images: a ``train`` folder for the pool and a ``test`` folder held out (DSB2018 stage-1 train
+and test by default: two distributions), or one collection, ``data``, split by seed and image size
+into pool and held-out test (``study.split``), which is how a lab uses the loop on its own images.
+
 Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash during training
 resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
 budgets and seeds can be added later.
@@ -65,6 +69,7 @@ from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import foreground_entropy
 from orchestrator.context import LoopError
 from orchestrator.strategies import DEFAULT_STRATEGY, Candidates, budget_to_k, rank
+from orchestrator.study.split import split_pool_test
 from orchestrator.training_data import oversample_human
 
 PSEUDO_LABELS = "pseudo-labels"
@@ -82,6 +87,9 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "pretrain_minutes": None,
     "finetune_minutes": None,
     "init": "none",
+    "data": None,
+    "test_fraction": 0.2,
+    "split_seed": 0,
 }
 
 Report = Callable[[str], None]
@@ -89,8 +97,12 @@ Report = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StudyConfig:
-    train: Path  # images + labels/ (the pool is drawn from here)
-    test: Path  # held-out images + labels/ (e.g. DSB2018 stage-1 test)
+    train: Path | None = None  # images + labels/ (the pool is drawn from here)
+    test: Path | None = None  # held-out images + labels/ (e.g. DSB2018 stage-1 test)
+    #: one collection (images + labels/) split into pool and test instead of ``train`` and ``test``
+    data: Path | None = None
+    test_fraction: float = 0.2  # of ``data``, held out
+    split_seed: int = 0  # which of ``data``'s images are held out
     pool_size: int | None = 100  # None: every training image
     test_size: int | None = None  # None: every held-out image
     budgets: tuple[str, ...] = ("2%", "5%", "10%")
@@ -115,6 +127,10 @@ class StudyConfig:
     workers: int = 2  # nnU-Net's augmentation processes (0: in the training process)
 
     def __post_init__(self) -> None:
+        if self.data is None and (self.train is None or self.test is None):
+            raise LoopError("the study needs --data, or both --train and --test")
+        if not 0 < self.test_fraction < 1:
+            raise LoopError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
         for name in ("pretrain_iterations", "finetune_iterations"):
             value = getattr(self, name)
             if value < 1 or value % min(value, self.iterations_per_epoch):
@@ -135,9 +151,11 @@ class StudyConfig:
         """What cached runs depend on; budgets, seeds, full, device and workers may change between calls."""
         keep = ("pool_size", "test_size", "strategy", "pretrain_iterations", "finetune_iterations",
                 "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
-                "pretrain_minutes", "finetune_minutes", "init")  # fmt: skip
+                "pretrain_minutes", "finetune_minutes", "init", "test_fraction", "split_seed")  # fmt: skip
+        folders = {k: None if getattr(self, k) is None else str(getattr(self, k).resolve())
+                   for k in ("train", "test", "data")}  # fmt: skip
         return (
-            {"train": str(self.train.resolve()), "test": str(self.test.resolve())}
+            folders
             | {k: getattr(self, k) for k in keep}
             | {"configuration": self.configuration or default_configuration(self.device)}
         )
@@ -218,7 +236,7 @@ class Study:
     @property
     def pool(self) -> list[Image]:
         if self._pool is None:
-            samples = read_dataset(self.config.train)
+            samples = self._split()[0] if self.config.data else read_dataset(self.config.train)
             size = self.config.pool_size
             if size is not None and size < len(samples):
                 picked = np.sort(np.random.default_rng(POOL_SEED).choice(len(samples), size, replace=False))
@@ -229,8 +247,14 @@ class Study:
     @property
     def test(self) -> list[Image]:
         if self._test is None:
-            self._test = _load(held_out(self.config.test)[: self.config.test_size], "test")
+            samples = self._split()[1] if self.config.data else held_out(self.config.test)
+            self._test = _load(samples[: self.config.test_size], "test")
         return self._test
+
+    def _split(self) -> tuple[list[Sample], list[Sample]]:
+        """``data``'s pool and held-out images (study.split)."""
+        cfg = self.config
+        return split_pool_test(read_dataset(cfg.data), cfg.test_fraction, cfg.split_seed)
 
     @property
     def pseudo(self) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from activeseg.fsutil import atomic_path, atomic_write_text
-from orchestrator.study import (
+from orchestrator.study.runner import (
     FULL_FROM_PSEUDO,
     FULL_FROM_SCRATCH,
     PSEUDO_LABELS,
