@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from activeseg.fsutil import atomic_path
+from activeseg.metrics import score_image
 
 FOREGROUND_DILATION = 3  # pixels around predicted cells that count towards the entropy
 
@@ -77,3 +78,10 @@ def foreground_entropy(entropy: np.ndarray, classes: np.ndarray) -> float:
         foreground = ndimage.binary_dilation(foreground, iterations=FOREGROUND_DILATION)
         return float(entropy[foreground].mean())
     return float(entropy.mean())
+
+
+def disagreement(pseudo: np.ndarray, model: np.ndarray) -> float:
+    """1 - mSA of the model's instances against the pseudo-label: 0 where the model learnt the
+    teacher's answer, 1 where none of their cells match. Where they differ, the teacher is
+    probably wrong, so a correction there changes the most labels."""
+    return 1.0 - score_image(pseudo, model).msa

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from activeseg.projectstate import ProjectState, Round
-from activeseg.scores import ScoreStore
+from activeseg.scores import ScoreStore, TaskScore, disagreement
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.queue_order import PushReport, push_order
 from orchestrator.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
-from orchestrator.strategies import Candidates, budget_to_k, get_strategy, rank
+from orchestrator.strategies import NEEDS_DISAGREEMENT, Candidates, budget_to_k, get_strategy, rank
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,25 @@ def rank_project(
     return RankResult(rnd, pushed, errors)
 
 
+def _disagreement(ctx: ProjectContext, tasks: list[dict[str, Any]], scores: list[TaskScore]) -> np.ndarray:
+    """Per scored task, how much the model's instances disagree with the task's pseudo-label."""
+    version = ctx.find_pseudo_version(tasks)
+    by_id = {int(t["id"]): t for t in tasks}
+    values = []
+    for score in scores:
+        pseudo = [
+            p for p in by_id[score.task_id].get("predictions") or [] if p.get("model_version") == version
+        ]
+        if score.labels is None or not pseudo:
+            raise LoopError(
+                "the disagreement strategy needs a pretrained nnU-Net and the pseudo-labels of every task: "
+                "run activeseg prelabel and pretrain first"
+            )
+        height, width = score.labels.shape
+        values.append(disagreement(ctx.config.to_labels(pseudo[-1]["result"], height, width), score.labels))
+    return np.array(values, dtype=np.float64)
+
+
 def _new_ranking(
     ctx: ProjectContext,
     scorer: Scorer,
@@ -137,6 +156,7 @@ def _new_ranking(
         features=stack_features(scores) if scores else np.zeros((0, 1), np.float32),
         instances=np.array([s.instances for s in scores], dtype=np.int64),
         labelled_features=stack_features(done_scores) if done_scores else np.zeros((0, 1), np.float32),
+        disagreement=_disagreement(ctx, tasks, scores) if settings.strategy in NEEDS_DISAGREEMENT else None,
     )
     # core-set members of an open round that are already annotated keep their place in it
     kept = [t for t in open_round.coreset if t in annotated] if open_round else []

@@ -15,6 +15,8 @@ from math import ceil
 import numpy as np
 
 DEFAULT_STRATEGY = "hybrid"
+#: strategies that read ``Candidates.disagreement`` (the loop computes it only for them)
+NEEDS_DISAGREEMENT = frozenset({"disagreement"})
 _CENTRE_BLOCK = 256  # centres per matrix product, so N x M distances never sit in memory at once
 
 
@@ -27,6 +29,9 @@ class Candidates:
     features: np.ndarray  # (N, D) float32, one vector per image (e.g. pooled encoder activations)
     instances: np.ndarray  # (N,) int, predicted instance (cell) count per image
     labelled_features: np.ndarray  # (M, D) features of already annotated images: existing coreset centres
+    #: (N,) in [0, 1]: how much the model's instances disagree with the image's pseudo-label
+    #: (1 - mSA of one against the other); None where no model and pseudo-label are both at hand
+    disagreement: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if np.ndim(self.task_ids) != 1:
@@ -46,6 +51,12 @@ class Candidates:
             raise ValueError("uncertainty and features must be finite (no NaN or inf)")
         if np.any(np.asarray(self.instances) < 0):
             raise ValueError("instances must be non-negative counts")
+        if self.disagreement is not None and (
+            np.shape(self.disagreement) != (n,) or not np.all(np.isfinite(self.disagreement))
+        ):
+            raise ValueError(
+                f"disagreement must be finite with shape ({n},), got {np.shape(self.disagreement)}"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +222,87 @@ def hybrid(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarr
     picked, _ = kcenter_greedy(candidates.features[pool], k, candidates.labelled_features, rng)
     rest_of_pool = np.delete(pool, picked)  # pool is in uncertainty order, and np.delete keeps it
     return np.concatenate([pool[picked], rest_of_pool, by_uncertainty[len(pool) :]])
+
+
+@register_strategy("disagreement")
+def disagreement(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Where the model and the pseudo-label disagree most first: there the teacher is probably
+    wrong, so a correction changes the most labels (and the model learnt something else there)."""
+    if candidates.disagreement is None:
+        raise ValueError("the disagreement strategy needs a trained model's instances and pseudo-labels")
+    return np.argsort(-np.asarray(candidates.disagreement, dtype=np.float64), kind="stable")
+
+
+def _kmeans(unit: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 5) -> np.ndarray:
+    """Cluster of every row: the best of ``restarts`` k-means runs (least total cosine distance to
+    the centres); one run can merge two groups and split another."""
+    best, best_cost = np.zeros(len(unit), dtype=np.int64), np.inf
+    for _ in range(restarts):
+        labels, cost = _kmeans_once(unit, k, rng)
+        if cost < best_cost:
+            best, best_cost = labels, cost
+    return best
+
+
+def _kmeans_once(
+    unit: np.ndarray, k: int, rng: np.random.Generator, rounds: int = 50
+) -> tuple[np.ndarray, float]:
+    """Lloyd's k-means under cosine distance, k-means++ seeding: (cluster per row, total distance)."""
+    n = len(unit)
+    centre = np.empty((k, unit.shape[1]))
+    centre[0] = unit[int(rng.integers(n))]
+    dist = _distance_to(unit, centre[0])
+    for c in range(1, k):
+        total = dist.sum()
+        centre[c] = unit[int(rng.choice(n, p=dist / total)) if total > 0 else int(rng.integers(n))]
+        dist = np.minimum(dist, _distance_to(unit, centre[c]))
+    labels = np.full(n, -1)
+    for _ in range(rounds):
+        new = np.argmax(unit @ centre.T, axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        sums = np.zeros_like(centre)
+        np.add.at(sums, labels, unit)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        centre = np.where(norms > 0, sums / np.where(norms > 0, norms, 1.0), centre)  # empty: kept
+    return labels, float(np.sum(1.0 - np.max(unit @ centre.T, axis=1)))
+
+
+def _typicality(unit: np.ndarray, neighbours: int) -> np.ndarray:
+    """1 / mean cosine distance to the ``neighbours`` nearest other rows (all 1 for a single row)."""
+    n = len(unit)
+    m = min(neighbours, n - 1)
+    typicality = np.ones(n)
+    for start in range(0, n if m else 0, _CENTRE_BLOCK):  # blocks: N x N distances never in memory
+        block = np.maximum(1.0 - unit[start : start + _CENTRE_BLOCK] @ unit.T, 0.0)
+        nearest = np.partition(block, m, axis=1)[:, : m + 1]  # itself (0) and its m nearest
+        typicality[start : start + len(block)] = 1.0 / (nearest.sum(axis=1) / m + 1e-12)
+    return typicality
+
+
+@register_strategy("typiclust")
+def typiclust(candidates: Candidates, k: int, rng: np.random.Generator, neighbours: int = 20) -> np.ndarray:
+    """TypiClust (Hacohen et al. 2022), the low-budget winner: k clusters of the features, and from
+    each of the largest clusters its most typical image (the densest: nearest to its neighbours in
+    the cluster).
+    At tiny budgets representative images teach more than uncertain outliers. After the core-set,
+    the rest by typicality."""
+    n = len(candidates.task_ids)
+    if n == 0 or k == 0:
+        return rng.permutation(n)
+    unit = _normalise(candidates.features)
+    clusters = _kmeans(unit, k, rng)
+    sizes = np.bincount(clusters, minlength=k)
+    picked = []
+    for c in np.argsort(-sizes, kind="stable"):
+        members = np.flatnonzero(clusters == c)
+        if len(members):
+            picked.append(int(members[np.argmax(_typicality(unit[members], neighbours))]))
+    typicality = _typicality(unit, neighbours)
+    rest = np.setdiff1d(np.arange(n), picked)
+    rest = rest[np.argsort(-typicality[rest], kind="stable")]
+    return np.concatenate([np.array(picked, dtype=np.int64), rest])
 
 
 def rank(candidates: Candidates, k: int, strategy: str = DEFAULT_STRATEGY, seed: int = 0) -> Ranking:

@@ -25,6 +25,7 @@ def make(
     uncertainty: np.ndarray | None = None,
     instances: np.ndarray | None = None,
     labelled: np.ndarray | None = None,
+    disagreement: np.ndarray | None = None,
 ) -> Candidates:
     n, d = features.shape
     return Candidates(
@@ -33,12 +34,15 @@ def make(
         features=features.astype(np.float32),
         instances=np.zeros(n, int) if instances is None else instances,
         labelled_features=np.empty((0, d), np.float32) if labelled is None else labelled,
+        disagreement=np.linspace(1, 0, n) if disagreement is None else disagreement,
     )
 
 
 def random_candidates(n: int, seed: int = 0) -> Candidates:
     rng = np.random.default_rng(seed)
-    return make(rng.normal(size=(n, D)), rng.random(n), rng.integers(0, 30, n), rng.normal(size=(2, D)))
+    return make(
+        rng.normal(size=(n, D)), rng.random(n), rng.integers(0, 30, n), rng.normal(size=(2, D)), rng.random(n)
+    )
 
 
 def clusters(sizes: list[int], dims: list[int], scales: list[float], seed: int = 0) -> np.ndarray:
@@ -77,7 +81,9 @@ def test_every_strategy_returns_a_deterministic_permutation(name: str, n: int) -
 
 
 def test_all_strategies_registered_and_default() -> None:
-    assert set(STRATEGIES) == {"random", "instance-random", "entropy", "coreset", "hybrid"}
+    assert set(STRATEGIES) == {
+        "random", "instance-random", "entropy", "coreset", "hybrid", "disagreement", "typiclust"
+    }  # fmt: skip
     assert DEFAULT_STRATEGY == "hybrid" and rank(random_candidates(5), 2).strategy == "hybrid"
 
 
@@ -92,6 +98,29 @@ def test_entropy_puts_most_uncertain_first_ties_by_index() -> None:
     uncertainty = np.array([0.2, 3.5, 0.9, 3.5, -1.0])
     order = rank(make(np.eye(5, D), uncertainty), 2, "entropy").order
     np.testing.assert_array_equal(order, [1, 3, 2, 0, 4])
+
+
+def test_disagreement_puts_where_model_and_pseudo_label_differ_first() -> None:
+    candidates = make(np.eye(5, D), disagreement=np.array([0.1, 0.8, 0.3, 0.8, 0.0]))
+    np.testing.assert_array_equal(rank(candidates, 2, "disagreement").order, [1, 3, 2, 0, 4])
+    fields = {name: getattr(candidates, name) for name in candidates.__dataclass_fields__}
+    with pytest.raises(ValueError, match="needs a trained model"):
+        rank(Candidates(**{**fields, "disagreement": None}), 2, "disagreement")
+
+
+def test_typiclust_takes_the_typical_image_of_each_large_cluster() -> None:
+    """Clusters of 30, 20 and 10 images and an outlying trio: at k = 3, one image from each of the
+    three large clusters, each the one nearest its cluster's centre (coreset would take the trio)."""
+    features = clusters([30, 20, 10, 3], [0, 1, 2, 3], [1.0, 2.0, 0.5, 1.0], seed=4)
+    group = np.repeat([0, 1, 2, 3], [30, 20, 10, 3])
+    for seed in range(3):
+        picks = rank(make(features), 3, "typiclust", seed=seed).order[:3]
+        assert sorted(group[picks]) == [0, 1, 2], (seed, group[picks])
+        for pick in picks:
+            members = np.flatnonzero(group == group[pick])
+            centre = features[members].mean(axis=0, keepdims=True)
+            distance = cosine_distances(features[members], centre)[:, 0]
+            assert distance[list(members).index(pick)] <= np.quantile(distance, 0.5)
 
 
 def test_kcenter_picks_one_per_cluster_despite_scale() -> None:
@@ -265,7 +294,7 @@ def test_budget_to_k_rejects(budget: object) -> None:
 
 
 def test_registry_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match=r"unknown strategy 'nope'; known: coreset, entropy, hybrid"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'nope'; known: coreset, disagreement, entropy"):
         get_strategy("nope")
     with pytest.raises(ValueError, match="already registered"):
         register_strategy("random")(lambda c, k, rng: np.arange(len(c.task_ids)))
@@ -308,6 +337,7 @@ def test_candidates_validation() -> None:
         "instances": (np.zeros(6, int), r"instances must have shape \(5,\)"),
         "features": (np.zeros((4, D)), r"features must have shape \(5, D\)"),
         "labelled_features": (np.zeros((2, D + 1)), r"labelled_features must have shape \(M, 8\)"),
+        "disagreement": (np.array([0, 1, np.inf, 0, 0]), r"disagreement must be finite with shape \(5,\)"),
     }
     for name, (value, message) in bad_values.items():
         with pytest.raises(ValueError, match=message):

@@ -121,10 +121,14 @@ def test_selection_follows_the_strategies(tmp_path: Path) -> None:
     ids = np.array([f"img{i}" for i in range(n)])
     features = rng.normal(size=(n, 8)).astype(np.float32)
     np.savez(tmp_path / "pool_scores.npz", ids=ids, uncertainty=np.linspace(0, 1, n),
-             instances=rng.integers(1, 50, n), features=features)  # fmt: skip
+             instances=rng.integers(1, 50, n), features=features,
+             disagreement=np.linspace(1, 0, n))  # fmt: skip
     study = Study(config(), tmp_path)
     ours = study.select("ours", 4, 0)
     assert len(set(ours)) == 4 and all(int(i.removeprefix("img")) >= n // 2 for i in ours)
+    teacher_wrong = Study(config(strategy="disagreement"), tmp_path / "other")
+    (tmp_path / "other" / "pool_scores.npz").write_bytes((tmp_path / "pool_scores.npz").read_bytes())
+    assert teacher_wrong.select("ours", 4, 0) == ["img0", "img1", "img2", "img3"]
     picks = {tuple(study.select("random", 4, seed)) for seed in range(5)}
     assert len(picks) > 1
     assert study.select("random", 4, 3) == study.select("random", 4, 3)

@@ -66,7 +66,7 @@ from activeseg.nnunet.engine import (
 from activeseg.nnunet.plans import default_configuration
 from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
-from activeseg.scores import foreground_entropy
+from activeseg.scores import disagreement, foreground_entropy
 from orchestrator.context import LoopError
 from orchestrator.strategies import DEFAULT_STRATEGY, Candidates, budget_to_k, rank
 from orchestrator.study.split import split_pool_test
@@ -403,20 +403,28 @@ class Study:
         path = self.out / "pool_scores.npz"
         if path.is_file():
             with np.load(path) as data:
-                return {k: data[k] for k in data.files}
+                if "disagreement" in data.files:  # folders from before it was scored: score again
+                    return {k: data[k] for k in data.files}
         self._pretrain()
         predictor = self._predictor(PRETRAINED)
         rows = []
         for im in tqdm(self.pool, desc="scoring the pool", unit="image"):
             pred = predictor.predict(model_channels(im.pixels))
+            uncertainty = foreground_entropy(pred.entropy, pred.classes)
             rows.append(
-                (foreground_entropy(pred.entropy, pred.classes), int(pred.labels.max()), pred.features)
+                (
+                    uncertainty,
+                    int(pred.labels.max()),
+                    pred.features,
+                    disagreement(self.pseudo[im.id], pred.labels),
+                )
             )
         scores = {
             "ids": np.array([im.id for im in self.pool]),
             "uncertainty": np.array([r[0] for r in rows], dtype=np.float64),
             "instances": np.array([r[1] for r in rows], dtype=np.int64),
             "features": np.stack([r[2] for r in rows]).astype(np.float32),
+            "disagreement": np.array([r[3] for r in rows], dtype=np.float64),
         }
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, **scores)
@@ -431,6 +439,7 @@ class Study:
             task_ids=np.arange(len(features), dtype=np.int64), uncertainty=scores["uncertainty"],
             features=features, instances=scores["instances"],
             labelled_features=np.zeros((0, features.shape[1]), np.float32),
+            disagreement=scores["disagreement"],
         )  # fmt: skip
         strategy = self.config.strategy if arm == "ours" else arm
         order = rank(candidates, k, strategy=strategy, seed=seed).order[:k]
