@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from activeseg.datasets import held_out, shared_data
+from activeseg.imageio import read_label_image
 from orchestrator.context import LoopError
 from orchestrator.study.report import headline, markdown_table, summarise, write_report
 from orchestrator.study.runner import (
@@ -144,7 +145,7 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
         records += [
             _record(PSEUDO_ONLY, 0, seed, 0.26 + jitter),
-            _record("ours", 5, seed, 0.36 + jitter),
+            _record("ours", 5, seed, 0.36 + jitter) | {"cells": 100 + seed, "cells_changed": 30},
             _record("random", 5, seed, 0.32 + jitter),
             _record("instance-random", 5, seed, 0.33 + jitter),
             _record(FULL_FROM_PSEUDO, 100, seed, 0.42 + jitter),
@@ -158,11 +159,13 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     assert "+0.040 vs random (0.320)" in text and "+0.030 vs instance-random (0.330)" in text
     assert "mean of 3 seeds" in text
     table = markdown_table(cells)
-    assert "| ours | 5 (5 %) | 3 | 0.360 ± 0.010 | 0.460 ± 0.010 | 0.560 ± 0.010 |" in table
-    assert "| pseudo-labels | 0 | n/a | 0.300 |" in table
+    assert "| ours | 5 (5 %) | 101 (30) | 3 | 0.360 ± 0.010 | 0.460 ± 0.010 | 0.560 ± 0.010 |" in table
+    assert "| random | 5 (5 %) | - | 3 |" in table  # records without a cost say so
+    assert "| pseudo-labels | 0 | - | n/a | 0.300 |" in table
     write_report(records, tmp_path, {"pool_size": 100}, 5, "hybrid")
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == len(records) and rows[0]["arm"] == PSEUDO_LABELS
+    assert {r["cells_changed"] for r in rows if r["arm"] == "ours"} == {"30"}
     assert (tmp_path / "msa_vs_annotated.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "results.md").read_text().startswith("**Ours (hybrid) at 5 %")
 
@@ -188,6 +191,9 @@ def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
     for arm in ("ours", "random", "instance-random"):
         picked = records[f"{arm}_k3_s0"]["picked"]
         assert len(set(picked)) == 3 and set(picked) <= pool
+        truth = [read_label_image(TRAIN / "labels" / f"{i}.png") for i in picked]
+        assert records[f"{arm}_k3_s0"]["cells"] == sum(len(np.unique(t)) - 1 for t in truth)
+        assert records[f"{arm}_k3_s0"]["cells_changed"] >= 0
     assert records["full-from-scratch_k6_s0"]["iterations"] == 3
     assert all(0.0 <= r["mSA"] <= 1.0 and r["images"] == 2 for r in records.values())
     assert not [

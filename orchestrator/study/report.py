@@ -8,7 +8,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from orchestrator.study.runner import (
 
 METRICS = ("mSA", "AP50", "F1")
 CSV_COLUMNS = ("arm", "k", "pool", "percent", "seed", "mSA", "AP50", "AP75", "F1", "precision", "recall",
-               "images", "iterations", "seconds", "device", "picked")  # fmt: skip
+               "images", "cells", "cells_changed", "iterations", "seconds", "device", "picked")  # fmt: skip
 ARM_ORDER = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, *SELECTION_ARMS, FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)
 
 
@@ -38,6 +38,8 @@ class Cell:
     k: int
     pool: int
     values: dict[str, list[float]]  # metric -> one value per seed
+    #: a selection arm's correction cost per seed: "cells" in its images, "cells_changed" of them
+    cost: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def percent(self) -> float:
@@ -65,10 +67,14 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[Cell]:
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for rec in records:
         groups.setdefault((rec["arm"], int(rec["k"])), []).append(rec)
+    costs = ("cells", "cells_changed")
     cells = [
-        Cell(arm, k, int(recs[0]["pool"]), {m: [float(r[m]) for r in recs] for m in METRICS})
+        Cell(
+            arm, k, int(recs[0]["pool"]), {m: [float(r[m]) for r in recs] for m in METRICS},
+            {c: [float(r[c]) for r in recs] for c in costs if all(c in r for r in recs)},
+        )
         for (arm, k), recs in groups.items()
-    ]
+    ]  # fmt: skip
     order = {arm: i for i, arm in enumerate(ARM_ORDER)}
     return sorted(cells, key=lambda c: (c.k if c.arm in SELECTION_ARMS else -1, order.get(c.arm, 99)))
 
@@ -103,13 +109,18 @@ def _fmt(cell: Cell, metric: str) -> str:
 
 def markdown_table(cells: Sequence[Cell]) -> str:
     lines = [
-        "| arm | annotated images | seeds | " + " | ".join(METRICS) + " |",
-        "|---|---|---|" + "---|" * len(METRICS),
+        "| arm | annotated images | cells in them (changed) | seeds | " + " | ".join(METRICS) + " |",
+        "|---|---|---|---|" + "---|" * len(METRICS),
     ]
     for c in cells:
         annotated = f"{c.k} ({c.percent:.0f} %)" if c.k else "0"
+        cost = (
+            f"{np.mean(c.cost['cells']):.0f} ({np.mean(c.cost['cells_changed']):.0f})"
+            if {"cells", "cells_changed"} <= set(c.cost)
+            else "-"
+        )
         lines.append(
-            f"| {c.arm} | {annotated} | {c.n if c.seeded else 'n/a'} | "
+            f"| {c.arm} | {annotated} | {cost} | {c.n if c.seeded else 'n/a'} | "
             + " | ".join(_fmt(c, m) for m in METRICS)
             + " |"
         )

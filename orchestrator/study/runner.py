@@ -15,15 +15,16 @@ iterations or in minutes, and is scored on the same held-out images:
 | full, from scratch | P + F iterations on every pool image's ground truth |
 
 The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
-careful person submits. "ours" ranks the pool as ``activeseg rank`` does after pretraining (the
-pseudo model's foreground entropy and bottleneck features, the default strategy); fine-tuning uses
-the loop's own defaults (the corrected images repeated to about half of the samples plus the other
-images' pseudo-labels, learning rate 1e-3). A seed sets the selection and
-torch's generator; nnU-Net's augmentation workers draw their own randomness, so seeds also show
-the run-to-run spread of training. ``finetune_with_pseudo=False`` makes the selection arms
-fine-tune on their k images only (``activeseg finetune --no-with-pseudo``); ``full=False`` leaves
-out the two fully supervised arms (for a second study that changes only how the selection arms
-fine-tune).
+careful person submits; a selection arm's record says what that cost (cells in its images, and
+pre-annotated cells that had to change), since a strategy that wins by picking the densest images
+may cost more annotator time than it saves. "ours" ranks the pool as ``activeseg rank`` does after
+pretraining (the pseudo model's foreground entropy and bottleneck features, the default strategy);
+fine-tuning uses the loop's own defaults (the corrected images repeated to about half of the
+samples plus the other images' pseudo-labels, learning rate 1e-3). A seed sets the selection and
+torch's generator; nnU-Net's augmentation workers draw their own randomness, so seeds also show the
+run-to-run spread of training. ``finetune_with_pseudo=False`` makes the selection arms fine-tune on
+their k images only (``activeseg finetune --no-with-pseudo``); ``full=False`` leaves out the two
+fully supervised arms (for a second study that changes only how the selection arms fine-tune).
 
 The images: a ``train`` folder for the pool and a ``test`` folder held out (DSB2018 stage-1 train
 and test by default: two distributions), or one collection, ``data``, split by seed and image size
@@ -52,7 +53,7 @@ from tqdm import tqdm
 from activeseg.datasets import Sample, held_out, read_dataset
 from activeseg.fsutil import atomic_write_text
 from activeseg.imageio import model_channels, read_image, read_label_image
-from activeseg.metrics import score_dataset
+from activeseg.metrics import score_dataset, score_image
 from activeseg.nnunet import starting
 from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import (
@@ -350,8 +351,9 @@ class Study:
         info = next(m for m in list_models(self.ws) if m.version == version)
         if not self.keep_models:
             shutil.rmtree(self.ws.models / version)
+        cost = self.correction_cost(picked) if picked is not None else {}
         return dict(record, picked=picked, iterations=info.iterations_run,
-                    training_minutes=round(info.training_seconds / 60, 2))  # fmt: skip
+                    training_minutes=round(info.training_seconds / 60, 2), **cost)  # fmt: skip
 
     def _train(
         self, version: str, cases: list[Case], budget: TrainBudget, parent: str | None, seed: int,
@@ -396,6 +398,18 @@ class Study:
     def _score(self, predictions: Sequence[np.ndarray]) -> dict[str, Any]:
         scores = score_dataset(zip([im.truth for im in self.test], predictions, strict=True))
         return dict(scores.as_row())
+
+    def correction_cost(self, picked: Sequence[str]) -> dict[str, int]:
+        """What correcting ``picked`` costs an annotator: the cells in them (``cells``), and the
+        pre-annotated cells that had to change (``cells_changed``): true cells no pseudo-label
+        cell matches at IoU 0.5 (redrawn) plus pseudo-label cells matching none (deleted)."""
+        wanted = set(picked)
+        cells = changed = 0
+        for im in self.pool:
+            if im.id in wanted:
+                scores = score_image(im.truth, self.pseudo[im.id])
+                cells, changed = cells + scores.n_true, changed + scores.fn + scores.fp
+        return {"cells": cells, "cells_changed": changed}
 
     # -- selection ----------------------------------------------------------------------------
     def pool_scores(self) -> dict[str, np.ndarray]:
