@@ -168,6 +168,14 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     assert {r["cells_changed"] for r in rows if r["arm"] == "ours"} == {"30"}
     assert (tmp_path / "msa_vs_annotated.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "results.md").read_text().startswith("**Ours (hybrid) at 5 %")
+    results = json.loads((tmp_path / "study.json").read_text())  # benchmarks/results/study.json's schema
+    assert results["seeds"] == [0, 1, 2] and results["pool"] == 100 and results["test"] == 49
+    assert results["default_strategy"] == "hybrid" and results["pseudo_labels_msa"] == 0.3
+    assert results["full_msa"] == pytest.approx(0.40)  # from scratch, the reference a lab would train
+    assert results["heldout"] == {
+        "hybrid": {"5": pytest.approx(0.36)}, "random": {"5": pytest.approx(0.32)},
+        "instance-random": {"5": pytest.approx(0.33)}, "pseudo-only": {"0": pytest.approx(0.26)},
+    }  # fmt: skip
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -186,11 +187,41 @@ def plot(cells: Sequence[Cell], out: Path, strategy: str) -> Path:
     return out
 
 
+def results_json(
+    records: Sequence[dict[str, Any]], settings: dict[str, Any], strategy: str
+) -> dict[str, Any]:
+    """``benchmarks/results/study.json``'s schema: mean held-out mSA per arm and % annotated, arms
+    by registry name ("ours" is ``strategy``), with the pseudo-label and full-supervision references."""
+    cells = summarise(records)
+    names = {"ours": strategy, PSEUDO_ONLY: "pseudo-only"}
+    heldout: dict[str, dict[str, float]] = {}
+    for c in cells:
+        if c.arm in SELECTION_ARMS or c.arm == PSEUDO_ONLY:
+            heldout.setdefault(names.get(c.arm, c.arm), {})[f"{c.percent:g}"] = round(c.mean(), 4)
+    references = {arm: _find(cells, arm) for arm in (PSEUDO_LABELS, FULL_FROM_SCRATCH, FULL_FROM_PSEUDO)}
+    full = references[FULL_FROM_SCRATCH] or references[FULL_FROM_PSEUDO]
+    return {
+        "data": settings.get("data") or settings.get("train"),
+        "pool": int(records[0]["pool"]),
+        "test": int(records[0]["images"]),
+        "seeds": sorted({int(r["seed"]) for r in records if r["seed"] is not None}),
+        "default_strategy": strategy,
+        "pseudo_labels_msa": None
+        if references[PSEUDO_LABELS] is None
+        else round(references[PSEUDO_LABELS].mean(), 4),
+        "full_msa": None if full is None else round(full.mean(), 4),
+        "heldout": heldout,
+    }
+
+
 def write_report(records: Sequence[dict[str, Any]], out_dir: Path, settings: dict[str, Any],
                  headline_k: int, strategy: str) -> str:  # fmt: skip
-    """results.csv, results.md and msa_vs_annotated.png in ``out_dir``; returns the markdown."""
+    """results.csv, results.md, study.json and msa_vs_annotated.png in ``out_dir``; returns the markdown."""
     cells = summarise(records)
     write_csv(records, out_dir / "results.csv")
+    atomic_write_text(
+        out_dir / "study.json", json.dumps(results_json(records, settings, strategy), indent=1) + "\n"
+    )
     if any(c.arm in SELECTION_ARMS for c in cells):
         plot(cells, out_dir / "msa_vs_annotated.png", strategy)
     budget = ", ".join(f"{k}: {v}" for k, v in settings.items() if k not in ("train", "test"))
