@@ -14,7 +14,14 @@ import pytest
 from activeseg.datasets import held_out, shared_data
 from activeseg.imageio import read_label_image
 from orchestrator.context import LoopError
-from orchestrator.study.report import headline, markdown_table, summarise, write_report
+from orchestrator.study.report import (
+    headline,
+    markdown_table,
+    paired_differences,
+    paired_table,
+    summarise,
+    write_report,
+)
 from orchestrator.study.runner import (
     FULL_FROM_PSEUDO,
     FULL_FROM_SCRATCH,
@@ -168,7 +175,14 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     assert {r["cells_changed"] for r in rows if r["arm"] == "ours"} == {"30"}
     assert (tmp_path / "msa_vs_annotated.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "results.md").read_text().startswith("**Ours (hybrid) at 5 %")
-    results = json.loads((tmp_path / "study.json").read_text())  # benchmarks/results/study.json's schema
+    # paired by seed: ours - random is +0.040 on every seed (no spread, beyond noise)
+    assert paired_differences(records, "ours", "random", 5) == pytest.approx([0.04, 0.04, 0.04])
+    noisy = [dict(r, mSA=r["mSA"] + (0.06 if r["seed"] == 1 else 0)) if r["arm"] == "random" else r
+             for r in records]  # fmt: skip
+    table = paired_table(noisy)
+    assert "| 5 | ours | +0.020 ± 0.035 (3 seeds, within noise) | +0.030 ± 0.000 (3 seeds) |" in table
+    assert "Paired by seed" in (tmp_path / "results.md").read_text()
+    results = json.loads((tmp_path / "results.json").read_text())  # benchmarks/results/study.json's schema
     assert results["seeds"] == [0, 1, 2] and results["pool"] == 100 and results["test"] == 49
     assert results["default_strategy"] == "hybrid" and results["pseudo_labels_msa"] == 0.3
     assert results["full_msa"] == pytest.approx(0.40)  # from scratch, the reference a lab would train
@@ -208,6 +222,7 @@ def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
         p for p in (out / "nnunet" / "models").iterdir() if p.name != "pseudo-r0"
     ]  # checkpoints freed
     assert (out / "results.md").read_text().startswith("**Ours (hybrid) at 50 %")
+    assert json.loads((out / "results.json").read_text())["pool"] == 6  # beside, not over, study.json
 
     before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

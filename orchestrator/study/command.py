@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in config_dict(config).items() if k not in unrelated}
     headline_k = budget_to_k(args.headline_budget, records[0]["pool"])
     print("\n" + write_report(records, args.out, settings, headline_k, config.strategy))
-    print(f"\nwrote results.csv, results.md, study.json and msa_vs_annotated.png to {args.out}")
+    print(f"\nwrote results.csv, results.md, results.json and msa_vs_annotated.png to {args.out}")
     return 0
 
 

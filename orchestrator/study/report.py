@@ -128,6 +128,40 @@ def markdown_table(cells: Sequence[Cell]) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(records: Sequence[dict[str, Any]], arm: str, baseline: str, k: int) -> list[float]:
+    """mSA of ``arm`` minus ``baseline`` at ``k``, one per seed both ran (same pool, same pseudo
+    model, so the difference pairs away what the seeds share)."""
+    by_seed = {(r["arm"], int(r["k"]), r["seed"]): float(r["mSA"]) for r in records}
+    seeds = sorted({s for a, kk, s in by_seed if a == arm and kk == k and (baseline, k, s) in by_seed})
+    return [by_seed[(arm, k, s)] - by_seed[(baseline, k, s)] for s in seeds]
+
+
+def paired_table(records: Sequence[dict[str, Any]]) -> str:
+    """Each selection arm against both random baselines, paired by seed: mean ± standard deviation
+    of the differences, and whether the mean is within noise (within two standard errors of 0)."""
+    lines = ["| k | arm | vs random | vs instance-random |", "|---|---|---|---|"]
+    ks = sorted({int(r["k"]) for r in records if r["arm"] in SELECTION_ARMS})
+    for k in ks:
+        for arm in (a for a in SELECTION_ARMS if a not in ("random", "instance-random")):
+            parts = []
+            for baseline in ("random", "instance-random"):
+                diffs = paired_differences(records, arm, baseline, k)
+                if not diffs:
+                    parts.append("-")
+                    continue
+                mean = float(np.mean(diffs))
+                if len(diffs) < 2:
+                    parts.append(f"{mean:+.3f} (1 seed: no spread)")
+                    continue
+                sd = float(np.std(diffs, ddof=1))
+                noise = abs(mean) <= 2 * sd / math.sqrt(len(diffs))
+                parts.append(
+                    f"{mean:+.3f} ± {sd:.3f} ({len(diffs)} seeds{', within noise' if noise else ''})"
+                )
+            lines.append(f"| {k} | {arm} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
 def write_csv(records: Sequence[dict[str, Any]], out: Path) -> Path:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore")
@@ -216,15 +250,18 @@ def results_json(
 
 def write_report(records: Sequence[dict[str, Any]], out_dir: Path, settings: dict[str, Any],
                  headline_k: int, strategy: str) -> str:  # fmt: skip
-    """results.csv, results.md, study.json and msa_vs_annotated.png in ``out_dir``; returns the markdown."""
+    """results.csv, results.md, results.json and msa_vs_annotated.png in ``out_dir``; returns the markdown."""
     cells = summarise(records)
     write_csv(records, out_dir / "results.csv")
     atomic_write_text(
-        out_dir / "study.json", json.dumps(results_json(records, settings, strategy), indent=1) + "\n"
+        out_dir / "results.json", json.dumps(results_json(records, settings, strategy), indent=1) + "\n"
     )
     if any(c.arm in SELECTION_ARMS for c in cells):
         plot(cells, out_dir / "msa_vs_annotated.png", strategy)
     budget = ", ".join(f"{k}: {v}" for k, v in settings.items() if k not in ("train", "test"))
-    text = "\n\n".join([headline(cells, headline_k, strategy), markdown_table(cells), f"Settings: {budget}."])
+    sections = [headline(cells, headline_k, strategy), markdown_table(cells)]
+    if any(c.arm in SELECTION_ARMS for c in cells):
+        sections += ["Paired by seed, mSA differences:", paired_table(records)]
+    text = "\n\n".join([*sections, f"Settings: {budget}."])
     atomic_write_text(out_dir / "results.md", text + "\n")
     return text
