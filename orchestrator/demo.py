@@ -197,9 +197,11 @@ def _wait_for_finetune(ctx: ProjectContext, version: str, timeout: float = 4 * 3
     store = JobStore(jobs_dir(ctx.model_dir))
     deadline, last = time.time() + timeout, ""
     while time.time() < deadline:
-        if any(r.finetuned == version for r in ctx.state().rounds):
-            return
         jobs = store.list(ctx.project_id)
+        # the job records the fine-tuned round before it ends: the demo's next step (rank) needs
+        # the project's job slot, so it waits for the job to end too
+        if any(r.finetuned == version for r in ctx.state().rounds) and not any(j.active for j in jobs):
+            return
         failed = [j for j in jobs if j.status == FAILED and j.kind == "coreset-check"]
         if failed:
             raise LoopError(f"fine-tuning failed: {failed[-1].error}")
