@@ -37,11 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from browser import CHROMIUM, NEXT_FRAME_JS, Chromium, log_in, regions_drawn, timed_script  # noqa: E402
-from conftest import SHARED_DATA, ls_template_dir  # noqa: E402
+from conftest import SHARED_DATA, ground_truth_project, ls_template_dir  # noqa: E402
 
 from activeseg.datasets import read_dataset  # noqa: E402
 from activeseg.fsutil import atomic_write_text  # noqa: E402
-from activeseg.imageio import read_label_image  # noqa: E402
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LABEL_CONFIGS, load_label_config  # noqa: E402
 from activeseg.lsclient import LabelStudioClient  # noqa: E402
 from activeseg.lsserver import LabelStudioServer, ensure_template, prepare_from_template  # noqa: E402
@@ -55,7 +54,6 @@ IMAGES = {
     199: "e23e11414ee645b51081fb202d38b793f0c8ef2940f8228ded384899d21b02c2",
     375: "a102535b0e88374bea4a1cfd9ee7cb3822ff54f4ab2a9845d428ec22f9ee2288",
 }
-VERSION = "ground-truth"
 DEFAULT_KIND = load_label_config(DEFAULT_LABEL_CONFIG).kind
 RESULTS = REPO / "benchmarks" / "results" / "annotator_page.json"
 
@@ -68,27 +66,6 @@ const check = () => {
 };
 check();
 """
-
-
-def project(client: LabelStudioClient, files_root: Path, kind: str, with_regions: bool) -> dict[int, int]:
-    """A project of one region kind: nucleus count -> task id, ground truth attached."""
-    samples = {s.id: s for s in read_dataset(SHARED_DATA / "dsb2018_stage1_train_fluo")}
-    config = load_label_config(LABEL_CONFIGS[kind])
-    wanted = IMAGES if with_regions else {0: IMAGES[375]}
-    title = f"annotator page {kind}" + ("" if with_regions else " (no regions)")
-    project_id = init_project(
-        client, [samples[i] for i in wanted.values()], title, files_root, config
-    ).project_id
-    by_image = {
-        t["data"]["image"].rsplit("/", 1)[-1].split(".")[0]: t["id"] for t in client.tasks(project_id)
-    }
-    tasks = {n: by_image[image] for n, image in wanted.items()}
-    if with_regions:
-        for n, task in tasks.items():
-            labels = read_label_image(samples[IMAGES[n]].label)
-            client.create_prediction(task, config.to_results(labels), VERSION, config)
-        client.update_project(project_id, model_version=VERSION)
-    return tasks | {-1: project_id}
 
 
 def measure(url: str, login: tuple[str, str], project_id: int, task: int, regions: int, args: Any) -> dict:
@@ -148,14 +125,28 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     try:
         client = LabelStudioClient(server.url, server.login.token)
-        empty = project(client, server.files_root, DEFAULT_KIND, with_regions=False)
-        tasks = {kind: project(client, server.files_root, kind, with_regions=True) for kind in kinds}
+        by_id = {s.id: s for s in read_dataset(SHARED_DATA / "dsb2018_stage1_train_fluo")}
+        samples = [by_id[image] for image in IMAGES.values()]
+        densest = by_id[IMAGES[375]]
+        empty = init_project(client, [densest], "no regions", server.files_root, load_label_config())
+        (empty_task,) = (int(t["id"]) for t in client.tasks(empty.project_id))
+        projects = {
+            kind: ground_truth_project(
+                client,
+                samples,
+                f"annotator page {kind}",
+                server.files_root,
+                load_label_config(LABEL_CONFIGS[kind]),
+            )
+            for kind in kinds
+        }
         empty_pss = []
         for repeat in range(args.repeats):
-            empty_pss.append(measure(server.url, login, empty[-1], empty[0], 0, args)["peak_pss_gb"])
+            empty_pss.append(measure(server.url, login, empty.project_id, empty_task, 0, args)["peak_pss_gb"])
             for kind in kinds:
-                for regions in IMAGES:
-                    run = measure(server.url, login, tasks[kind][-1], tasks[kind][regions], regions, args)
+                project_id, tasks = projects[kind]
+                for regions, image in IMAGES.items():
+                    run = measure(server.url, login, project_id, tasks[image], regions, args)
                     runs.append({"representation": kind, "regions": regions, **run})
                     print(f"run {repeat + 1}: {kind} {regions} regions: {run}", flush=True)
     finally:

@@ -25,6 +25,7 @@ from activeseg.lsserver import LabelStudioServerError
 from activeseg.nnunet.dataset import DatasetExportError
 from activeseg.nnunet.plans import CONFIGURATIONS
 from activeseg.nnunet.workspace import WorkspaceError
+from activeseg.regions import KINDS
 from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS, ConfigError, require_credentials
 from ml_backend.images import ImageFetchError
@@ -552,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--regions",
-        choices=("auto", "polygon", "brush"),
+        choices=("auto", *KINDS),
         default="auto",
         help="how cells are drawn: one polygon or one brush mask each. auto (default) pseudo-labels 20 of "
         "the images and takes polygons unless every one has at most 25 cells and outlines redraw them "

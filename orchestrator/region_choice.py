@@ -34,12 +34,11 @@ BRUSH_MAX_CELLS = 25
 #: polygon round trip of the pseudo-labels (mSA) below which outlines lose too much of the cells
 POLYGON_MIN_MSA = 0.95
 SAMPLE_SIZE = 20
-CHOICES = ("auto", "polygon", "brush")
 
 
 @dataclass(frozen=True)
 class RegionChoice:
-    """The kind chosen, and what it was chosen from (``None`` when it was asked for)."""
+    """The kind chosen, and what it was chosen from (``None`` with no images to measure)."""
 
     kind: Kind
     why: str
@@ -70,9 +69,9 @@ def choose_regions(
     picked = random.Random(seed).sample(list(samples), min(sample_size, len(samples)))
     counts, fidelity = [], []
     for sample in tqdm(picked, desc="counting cells", unit="img", leave=False):
-        labels = labeller.segment(read_image(sample.image)).labels
-        counts.append(int(len(np.unique(labels)) - (labels.min() == 0)))
-        fidelity.append(polygon_round_trip(labels))
+        found = labeller.segment(read_image(sample.image))
+        counts.append(found.n_instances)
+        fidelity.append(polygon_round_trip(found.labels))
     densest, msa = max(counts), float(np.mean(fidelity))
     measured = (
         f"{len(picked)} sampled images: at most {densest} cells by the {labeller.name} pseudo-labeller, "

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,15 @@ from services import PostgresServer, RedisServer
 from werkzeug.serving import make_server
 
 from activeseg.brush import labels_to_results
-from activeseg.datasets import BUNDLED_SAMPLE, read_dataset
+from activeseg.datasets import BUNDLED_SAMPLE, Sample, read_dataset
 from activeseg.imageio import read_label_image
+from activeseg.labelconfig import RegionConfig
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LS_VERSION, LabelStudioServer, ensure_template, prepare_from_template
+from orchestrator.project_setup import init_project
 
 REPO = Path(__file__).resolve().parent.parent
+GROUND_TRUTH = "ground-truth"  # model version of the ground truth shown as a prediction
 SHARED_DATA = Path(os.environ.get("ACTIVESEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -56,6 +59,20 @@ def small_dataset(sample_dir: Path, target: Path, n: int = 20) -> Path:
 def ground_truth_result(dataset: Path, task: dict) -> list[dict]:
     labels = read_label_image(dataset / "labels" / f"{task['data']['name']}.png")
     return labels_to_results(labels.astype(np.uint32), "label", "image", "Cell")
+
+
+def ground_truth_project(
+    client: LabelStudioClient, samples: Sequence[Sample], title: str, files_root: Path, config: RegionConfig
+) -> tuple[int, dict[str, int]]:
+    """(project id, sample id -> task id) of a new project whose tasks show their ground truth as
+    one prediction of the project's region kind, as ``activeseg prelabel`` uploads pseudo-labels."""
+    project_id = init_project(client, samples, title, files_root, config).project_id
+    tasks = {str(t["data"]["name"]): int(t["id"]) for t in client.tasks(project_id)}
+    for sample in samples:
+        labels = read_label_image(sample.label)
+        client.create_prediction(tasks[sample.id], config.to_results(labels), GROUND_TRUTH, config)
+    client.update_project(project_id, model_version=GROUND_TRUTH)
+    return project_id, tasks
 
 
 def assert_same_cells(actual: np.ndarray, expected: np.ndarray, min_iou: float = 0.5) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser import CHROMEDRIVER, CHROMIUM, Chromium, log_in, regions_drawn
-from conftest import assert_same_cells
+from conftest import assert_same_cells, ground_truth_project
 from scipy import ndimage
 from services import require_program
 
@@ -20,7 +20,6 @@ from activeseg.labelconfig import load_label_config
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
 from ml_backend.images import ImageSource
-from orchestrator.project_setup import init_project
 from orchestrator.training_data import cases_from_tasks
 
 DENSE = Path(__file__).resolve().parent.parent / "sample_data" / "dsb2018_dense"
@@ -47,10 +46,8 @@ def test_dense_task_edited_in_the_browser_reaches_training(
     height, width = truth.shape
     assert truth.max() == 375
     config = load_label_config()
-    project = init_project(ls_client, [sample], "dense field", label_studio.files_root, config).project_id
-    (task,) = ls_client.tasks(project)
-    ls_client.create_prediction(task["id"], config.to_results(truth), "ground-truth", config)
-    ls_client.update_project(project, model_version="ground-truth")
+    project, tasks = ground_truth_project(ls_client, [sample], "dense field", label_studio.files_root, config)
+    task_id = tasks[sample.id]
 
     # the cell to delete: the largest, clicked at a pixel of its own inside; where to draw: the
     # background pixel farthest from any cell, away from the image's edge
@@ -67,7 +64,7 @@ def test_dense_task_edited_in_the_browser_reaches_training(
     with browser as driver:
         log_in(driver, label_studio.url, label_studio.login.username, label_studio.login.password)
         start = time.monotonic()
-        driver.get(f"{label_studio.url}/projects/{project}/data?task={task['id']}")
+        driver.get(f"{label_studio.url}/projects/{project}/data?task={task_id}")
         assert regions_drawn(driver, 375, start + DRAW_S), f"375 polygons not drawn in {DRAW_S} s"
         image = driver.execute_script(
             "return document.querySelector('img[alt=image]').getBoundingClientRect().toJSON()"
@@ -100,11 +97,11 @@ def test_dense_task_edited_in_the_browser_reaches_training(
         assert driver.execute_script(STATE_JS)["regions"] == 375
         driver.find_element(By.CSS_SELECTOR, "button[aria-label='Submit current annotation']").click()
         deadline = time.monotonic() + 30
-        while not ls_client.annotations(task["id"]) and time.monotonic() < deadline:
+        while not ls_client.annotations(task_id) and time.monotonic() < deadline:
             time.sleep(0.5)
     assert not browser.processes(), "browser processes outlived the test"
 
-    (annotation,) = ls_client.annotations(task["id"])
+    (annotation,) = ls_client.annotations(task_id)
     assert len(annotation["result"]) == 375
     report = cases_from_tasks(
         ls_client.tasks(project), config, ImageSource(label_studio.url, label_studio.login.token)
