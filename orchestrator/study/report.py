@@ -1,6 +1,6 @@
 """The study's outputs from its run records: a CSV (one row per run), a markdown table (mean and
-spread over seeds per arm and budget) with the headline ratio, and a plot of mSA against the share
-of the pool that was annotated."""
+spread over seeds per arm and budget) with the headline, paired differences to both random
+baselines, the winning strategy, and a plot of mSA against the share of the pool annotated."""
 
 from __future__ import annotations
 
@@ -17,18 +17,33 @@ import numpy as np
 
 from activeseg.fsutil import atomic_path, atomic_write_text
 from orchestrator.study.runner import (
+    BASELINES,
     FULL_FROM_PSEUDO,
     FULL_FROM_SCRATCH,
     PSEUDO_LABELS,
     PSEUDO_MODEL,
     PSEUDO_ONLY,
-    SELECTION_ARMS,
+    is_selection,
 )
 
 METRICS = ("mSA", "AP50", "F1")
+#: the other evaluation sets of a record (runner.Study._evaluate), by their column title
+OTHER_SETS = {"unannotated": "mSA unannotated pool", "shift": "mSA shifted"}
 CSV_COLUMNS = ("arm", "k", "pool", "percent", "seed", "mSA", "AP50", "AP75", "F1", "precision", "recall",
-               "images", "cells", "cells_changed", "iterations", "seconds", "device", "picked")  # fmt: skip
-ARM_ORDER = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, *SELECTION_ARMS, FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)
+               "images", "unannotated_mSA", "unannotated_images", "shift_mSA", "shift_images", "cells",
+               "cells_changed", "iterations", "seconds", "device", "picked")  # fmt: skip
+ARM_ORDER = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)
+#: the budgets (% of the pool) whose mean decides the winning strategy, where they were run
+WINNER_PERCENTS = (2.0, 5.0, 10.0)
+
+
+def _arm_order(arm: str) -> tuple[int, str]:
+    """References in ARM_ORDER, learning-curve points after them; strategies by name, baselines last."""
+    if arm in ARM_ORDER:
+        return ARM_ORDER.index(arm), ""
+    if not is_selection(arm):
+        return len(ARM_ORDER), arm
+    return len(ARM_ORDER) + 1 + (BASELINES.index(arm) + 1 if arm in BASELINES else 0), arm
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,7 @@ class Cell:
     arm: str
     k: int
     pool: int
-    values: dict[str, list[float]]  # metric -> one value per seed
+    values: dict[str, list[float]]  # metric (and OTHER_SETS' mSA by set name) -> one value per seed
     #: a selection arm's correction cost per seed: "cells" in its images, "cells_changed" of them
     cost: dict[str, list[float]] = field(default_factory=dict)
 
@@ -71,32 +86,49 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[Cell]:
     costs = ("cells", "cells_changed")
     cells = [
         Cell(
-            arm, k, int(recs[0]["pool"]), {m: [float(r[m]) for r in recs] for m in METRICS},
+            arm, k, int(recs[0]["pool"]),
+            {m: [float(r[m]) for r in recs] for m in METRICS}
+            | {s: [float(r[s]["mSA"]) for r in recs] for s in OTHER_SETS if all(s in r for r in recs)},
             {c: [float(r[c]) for r in recs] for c in costs if all(c in r for r in recs)},
         )
         for (arm, k), recs in groups.items()
     ]  # fmt: skip
-    order = {arm: i for i, arm in enumerate(ARM_ORDER)}
-    return sorted(cells, key=lambda c: (c.k if c.arm in SELECTION_ARMS else -1, order.get(c.arm, 99)))
+    return sorted(cells, key=lambda c: (c.k if is_selection(c.arm) else -1, _arm_order(c.arm)))
 
 
 def _find(cells: Sequence[Cell], arm: str, k: int | None = None) -> Cell | None:
     return next((c for c in cells if c.arm == arm and (k is None or c.k == k)), None)
 
 
+def winner(cells: Sequence[Cell]) -> str | None:
+    """The selection arm (a random baseline included) with the best mean mSA over the budgets of
+    WINNER_PERCENTS that were run (all of them where none was), among the arms that ran every one."""
+    selection = [c for c in cells if is_selection(c.arm)]
+    if not selection:
+        return None
+    percents = {round(c.percent, 6) for c in selection}
+    wanted = {p for p in percents if any(math.isclose(p, w) for w in WINNER_PERCENTS)} or percents
+    means: dict[str, list[float]] = {}
+    for c in selection:
+        if round(c.percent, 6) in wanted:
+            means.setdefault(c.arm, []).append(c.mean())
+    complete = {arm: float(np.mean(m)) for arm, m in means.items() if len(m) == len(wanted)}
+    return max(sorted(complete), key=complete.__getitem__) if complete else None
+
+
 def headline(cells: Sequence[Cell], k: int, strategy: str) -> str:
-    """mSA(ours at k) / mSA(full supervision), and ours minus each random arm at the same k."""
-    ours = _find(cells, "ours", k)
+    """mSA(``strategy`` at k) / mSA(full supervision), and it minus each random arm at the same k."""
+    ours = _find(cells, strategy, k)
     if ours is None:
-        return f"no 'ours' runs at k = {k} yet"
-    parts = [f"**Ours ({strategy}) at {ours.percent:.0f} % annotated ({k} images): mSA {ours.mean():.3f}**"]
+        return f"no {strategy!r} runs at k = {k} yet"
+    parts = [f"**{strategy} at {ours.percent:.0f} % annotated ({k} images): mSA {ours.mean():.3f}**"]
     for full in (FULL_FROM_SCRATCH, FULL_FROM_PSEUDO):
         ref = _find(cells, full)
         if ref is not None:
             ratio = f"{ours.mean() / ref.mean():.0%}" if ref.mean() > 0 else "n/a"
             parts.append(f"{ratio} of {full} ({ref.mean():.3f})")
-    for arm in ("random", "instance-random"):
-        other = _find(cells, arm, k)
+    for arm in BASELINES:
+        other = _find(cells, arm, k) if arm != strategy else None
         if other is not None:
             parts.append(f"{ours.mean() - other.mean():+.3f} vs {arm} ({other.mean():.3f})")
     seeds = min(c.n for c in cells if c.seeded)
@@ -109,9 +141,13 @@ def _fmt(cell: Cell, metric: str) -> str:
 
 
 def markdown_table(cells: Sequence[Cell]) -> str:
+    """One row per arm and k; the unannotated-pool and shifted columns where every cell has them."""
+    others = [s for s in OTHER_SETS if all(s in c.values for c in cells)]
     lines = [
-        "| arm | annotated images | cells in them (changed) | seeds | " + " | ".join(METRICS) + " |",
-        "|---|---|---|---|" + "---|" * len(METRICS),
+        "| arm | annotated images | cells in them (changed) | seeds | "
+        + " | ".join([*METRICS, *(OTHER_SETS[s] for s in others)])
+        + " |",
+        "|---|---|---|---|" + "---|" * (len(METRICS) + len(others)),
     ]
     for c in cells:
         annotated = f"{c.k} ({c.percent:.0f} %)" if c.k else "0"
@@ -122,7 +158,7 @@ def markdown_table(cells: Sequence[Cell]) -> str:
         )
         lines.append(
             f"| {c.arm} | {annotated} | {cost} | {c.n if c.seeded else 'n/a'} | "
-            + " | ".join(_fmt(c, m) for m in METRICS)
+            + " | ".join(_fmt(c, m) for m in (*METRICS, *others))
             + " |"
         )
     return "\n".join(lines)
@@ -140,11 +176,12 @@ def paired_table(records: Sequence[dict[str, Any]]) -> str:
     """Each selection arm against both random baselines, paired by seed: mean ± standard deviation
     of the differences, and whether the mean is within noise (within two standard errors of 0)."""
     lines = ["| k | arm | vs random | vs instance-random |", "|---|---|---|---|"]
-    ks = sorted({int(r["k"]) for r in records if r["arm"] in SELECTION_ARMS})
+    ks = sorted({int(r["k"]) for r in records if is_selection(r["arm"])})
+    arms = sorted({r["arm"] for r in records if is_selection(r["arm"]) and r["arm"] not in BASELINES})
     for k in ks:
-        for arm in (a for a in SELECTION_ARMS if a not in ("random", "instance-random")):
+        for arm in (a for a in arms if any(r["arm"] == a and int(r["k"]) == k for r in records)):
             parts = []
-            for baseline in ("random", "instance-random"):
+            for baseline in BASELINES:
                 diffs = paired_differences(records, arm, baseline, k)
                 if not diffs:
                     parts.append("-")
@@ -166,18 +203,18 @@ def write_csv(records: Sequence[dict[str, Any]], out: Path) -> Path:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    for rec in sorted(
-        records,
-        key=lambda r: (ARM_ORDER.index(r["arm"]) if r["arm"] in ARM_ORDER else 99, r["k"], r["seed"] or 0),
-    ):
+    for rec in sorted(records, key=lambda r: (_arm_order(r["arm"]), r["k"], r["seed"] or 0)):
         row = dict(rec, percent=round(100.0 * rec["k"] / rec["pool"], 2) if rec["pool"] else 0.0)
+        for name in OTHER_SETS:
+            if name in rec:
+                row |= {f"{name}_mSA": rec[name]["mSA"], f"{name}_images": rec[name]["images"]}
         row["picked"] = " ".join(rec.get("picked") or [])
         writer.writerow(row)
     atomic_write_text(out, buf.getvalue())
     return out
 
 
-def plot(cells: Sequence[Cell], out: Path, strategy: str) -> Path:
+def plot(cells: Sequence[Cell], out: Path) -> Path:
     """mSA against % annotated: the selection arms with their seed spread, references as lines."""
     import matplotlib
     from matplotlib.figure import Figure
@@ -185,14 +222,13 @@ def plot(cells: Sequence[Cell], out: Path, strategy: str) -> Path:
     with matplotlib.rc_context(matplotlib.rcParamsDefault):  # nnU-Net restyles matplotlib globally
         fig = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
         ax = fig.add_subplot()
-        for arm, marker in zip(SELECTION_ARMS, ("o", "s", "^"), strict=True):
+        arms = sorted({c.arm for c in cells if is_selection(c.arm)}, key=_arm_order)
+        for arm, marker in zip(arms, "os^vD<>ph*", strict=False):
             pts = sorted((c for c in cells if c.arm == arm), key=lambda c: c.k)
-            if not pts:
-                continue
             x = [c.percent for c in pts]
-            label = f"ours ({strategy})" if arm == "ours" else arm
+            dashed = "--" if arm in BASELINES else "-"
             line = ax.errorbar(x, [c.mean() for c in pts], yerr=[0 if c.n < 2 else c.std() for c in pts],
-                               marker=marker, capsize=3, label=label)  # fmt: skip
+                               marker=marker, capsize=3, label=arm, linestyle=dashed)  # fmt: skip
             for c in pts:  # every seed, so the spread is visible and not only summarised
                 ax.scatter([c.percent] * c.n, c.values["mSA"], s=10, alpha=0.35, color=line[0].get_color())
         styles = {
@@ -221,47 +257,62 @@ def plot(cells: Sequence[Cell], out: Path, strategy: str) -> Path:
     return out
 
 
-def results_json(
-    records: Sequence[dict[str, Any]], settings: dict[str, Any], strategy: str
-) -> dict[str, Any]:
-    """``benchmarks/results/study.json``'s schema: mean held-out mSA per arm and % annotated, arms
-    by registry name ("ours" is ``strategy``), with the pseudo-label and full-supervision references."""
+def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """``benchmarks/results/study.json``'s schema: mean held-out mSA per arm and % annotated, arms by
+    registry name, with the pseudo-label and full-supervision references, the winner as
+    ``default_strategy``, the same for the unannotated pool and the shifted set, and the full
+    reference's learning curve (iterations -> mSA)."""
     cells = summarise(records)
-    names = {"ours": strategy, PSEUDO_ONLY: "pseudo-only"}
-    heldout: dict[str, dict[str, float]] = {}
-    for c in cells:
-        if c.arm in SELECTION_ARMS or c.arm == PSEUDO_ONLY:
-            heldout.setdefault(names.get(c.arm, c.arm), {})[f"{c.percent:g}"] = round(c.mean(), 4)
+
+    def by_arm(metric: str) -> dict[str, dict[str, float]]:
+        table: dict[str, dict[str, float]] = {}
+        for c in cells:
+            if (is_selection(c.arm) or c.arm == PSEUDO_ONLY) and metric in c.values:
+                name = "pseudo-only" if c.arm == PSEUDO_ONLY else c.arm
+                table.setdefault(name, {})[f"{c.percent:g}"] = round(c.mean(metric), 4)
+        return table
+
     references = {arm: _find(cells, arm) for arm in (PSEUDO_LABELS, FULL_FROM_SCRATCH, FULL_FROM_PSEUDO)}
     full = references[FULL_FROM_SCRATCH] or references[FULL_FROM_PSEUDO]
+    from_scratch = [r for r in records if r["arm"].startswith(FULL_FROM_SCRATCH) and "iterations" in r]
+    first_seed = min((r["seed"] for r in from_scratch), default=None)  # the curve's points are run there
+    curve = {int(r["iterations"]): round(float(r["mSA"]), 4) for r in from_scratch if r["seed"] == first_seed}
     return {
         "data": settings.get("data") or settings.get("train"),
         "pool": int(records[0]["pool"]),
         "test": int(records[0]["images"]),
         "seeds": sorted({int(r["seed"]) for r in records if r["seed"] is not None}),
-        "default_strategy": strategy,
+        "default_strategy": winner(cells),
         "pseudo_labels_msa": None
         if references[PSEUDO_LABELS] is None
         else round(references[PSEUDO_LABELS].mean(), 4),
         "full_msa": None if full is None else round(full.mean(), 4),
-        "heldout": heldout,
+        "heldout": by_arm("mSA"),
+        **{name: by_arm(name) for name in OTHER_SETS if by_arm(name)},
+        "full_curve": dict(sorted(curve.items())),
     }
 
 
 def write_report(records: Sequence[dict[str, Any]], out_dir: Path, settings: dict[str, Any],
-                 headline_k: int, strategy: str) -> str:  # fmt: skip
-    """results.csv, results.md, results.json and msa_vs_annotated.png in ``out_dir``; returns the markdown."""
+                 headline_k: int) -> str:  # fmt: skip
+    """results.csv, results.md, results.json and msa_vs_annotated.png in ``out_dir``; returns the
+    markdown, which opens with the winning strategy's headline."""
     cells = summarise(records)
     write_csv(records, out_dir / "results.csv")
-    atomic_write_text(
-        out_dir / "results.json", json.dumps(results_json(records, settings, strategy), indent=1) + "\n"
-    )
-    if any(c.arm in SELECTION_ARMS for c in cells):
-        plot(cells, out_dir / "msa_vs_annotated.png", strategy)
+    atomic_write_text(out_dir / "results.json", json.dumps(results_json(records, settings), indent=1) + "\n")
+    best = winner(cells)
     budget = ", ".join(f"{k}: {v}" for k, v in settings.items() if k not in ("train", "test"))
-    sections = [headline(cells, headline_k, strategy), markdown_table(cells)]
-    if any(c.arm in SELECTION_ARMS for c in cells):
-        sections += ["Paired by seed, mSA differences:", paired_table(records)]
+    sections = [markdown_table(cells)]
+    if best is not None:
+        plot(cells, out_dir / "msa_vs_annotated.png")
+        sections = [
+            f"Winner (best mean held-out mSA over the budgets of "
+            f"{', '.join(f'{p:g}' for p in WINNER_PERCENTS)} % that were run): **{best}**.",
+            headline(cells, headline_k, best),
+            *sections,
+            "Paired by seed, mSA differences:",
+            paired_table(records),
+        ]
     text = "\n\n".join([*sections, f"Settings: {budget}."])
     atomic_write_text(out_dir / "results.md", text + "\n")
     return text

@@ -9,26 +9,33 @@ iterations or in minutes, and is scored on the same held-out images:
 | pseudo-labels | nothing: the pseudo-labeller's own masks |
 | pseudo model | P iterations on the pool's pseudo-labels (the loop's ``pretrain``), shared by all seeds |
 | pseudo only | the pseudo model + F more iterations on the pool's pseudo-labels |
-| random, instance-random, ours | the pseudo model + F iterations on k images corrected to ground truth, |
-|  | repeated, plus the other pool images' pseudo-labels (or the k alone: ``finetune_with_pseudo=False``) |
+| random, instance-random, and each | the pseudo model + F iterations on k images corrected to ground truth, |
+| candidate strategy by its name | repeated, plus the other pool images' pseudo-labels (or the k alone: |
+|  | ``finetune_with_pseudo=False``) |
 | full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
-| full, from scratch | P + F iterations on every pool image's ground truth |
+| full, from scratch | ``full_iterations`` (default P + F) on every pool image's ground truth; its |
+|  | learning curve at fractions of that budget (``full_curve``, first seed) says how near its plateau |
 
 The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
 careful person submits; a selection arm's record says what that cost (cells in its images, and
 pre-annotated cells that had to change), since a strategy that wins by picking the densest images
-may cost more annotator time than it saves. "ours" ranks the pool as ``activeseg rank`` does after
-pretraining (the pseudo model's foreground entropy and bottleneck features, the default strategy);
-fine-tuning uses the loop's own defaults (the corrected images repeated to about half of the
-samples plus the other images' pseudo-labels, learning rate 1e-3). A seed sets the selection and
-torch's generator; nnU-Net's augmentation workers draw their own randomness, so seeds also show the
-run-to-run spread of training. ``finetune_with_pseudo=False`` makes the selection arms fine-tune on
-their k images only (``activeseg finetune --no-with-pseudo``); ``full=False`` leaves out the two
-fully supervised arms (for a second study that changes only how the selection arms fine-tune).
+may cost more annotator time than it saves. Each candidate strategy ranks the pool as ``activeseg
+rank`` does after pretraining (the pseudo model's foreground entropy, bottleneck features, cell
+counts and disagreement with the pseudo-labels), and every arm of a seed fine-tunes from the same
+pseudo model, so differences between arms are paired; fine-tuning uses the loop's own defaults (the
+corrected images repeated to about half of the samples plus the other images' pseudo-labels,
+learning rate 1e-3). A seed sets the selection and torch's generator; nnU-Net's augmentation workers
+draw their own randomness, so seeds also show the run-to-run spread of training.
+``finetune_with_pseudo=False`` makes the selection arms fine-tune on their k images only
+(``activeseg finetune --no-with-pseudo``); ``full=False`` leaves out the two fully supervised arms
+(for a second study that changes only how the selection arms fine-tune).
 
-The images: a ``train`` folder for the pool and a ``test`` folder held out (DSB2018 stage-1 train
-and test by default: two distributions), or one collection, ``data``, split by seed and image size
-into pool and held-out test (``study.split``), which is how a lab uses the loop on its own images.
+The images: one collection, ``data``, split by seed and image size into pool and held-out test
+(``study.split``), which is how a lab uses the loop on its own images; or a ``train`` folder for the
+pool and a ``test`` folder held out (e.g. DSB2018 stage-1 train and test: two distributions). Every
+model is scored on (a) the held-out test images (the record's top-level metrics), (b) a seeded sample
+of the pool images the arm did not annotate (``unannotated``: what ``activeseg export`` hands the
+lab) and (c) ``shift``, another distribution (DSB2018 stage-1 test) as a domain-shift check.
 
 Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash during training
 resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
@@ -69,16 +76,19 @@ from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import disagreement, foreground_entropy
 from orchestrator.context import LoopError
-from orchestrator.strategies import DEFAULT_STRATEGY, Candidates, budget_to_k, rank
+from orchestrator.strategies import STRATEGIES, Candidates, budget_to_k, rank
 from orchestrator.study.split import split_pool_test
 from orchestrator.training_data import oversample_human
 
 PSEUDO_LABELS = "pseudo-labels"
 PSEUDO_MODEL = "pseudo model"
 PSEUDO_ONLY = "pseudo only"
-SELECTION_ARMS = ("ours", "random", "instance-random")
 FULL_FROM_PSEUDO = "full, from pseudo model"
 FULL_FROM_SCRATCH = "full, from scratch"
+REFERENCE_ARMS = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)
+BASELINES = ("random", "instance-random")
+#: the strategies a study measures by default, besides the two random baselines
+CANDIDATES = ("hybrid", "disagreement", "typiclust", "entropy", "coreset")
 PRETRAINED = "pseudo-r0"
 POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
 #: what a study folder made before a setting existed was run with
@@ -91,7 +101,21 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "data": None,
     "test_fraction": 0.2,
     "split_seed": 0,
+    "unannotated_size": 0,
+    "shift": None,
+    "full_iterations": None,
 }
+
+
+def curve_arm(fraction: float) -> str:
+    """The learning-curve point of "full, from scratch" at ``fraction`` of its budget."""
+    return f"{FULL_FROM_SCRATCH} at {fraction:g} of its budget"
+
+
+def is_selection(arm: str) -> bool:
+    """A strategy's (or a random baseline's) arm, as opposed to the references."""
+    return arm not in REFERENCE_ARMS and not arm.startswith(FULL_FROM_SCRATCH)
+
 
 Report = Callable[[str], None]
 
@@ -104,14 +128,20 @@ class StudyConfig:
     data: Path | None = None
     test_fraction: float = 0.2  # of ``data``, held out
     split_seed: int = 0  # which of ``data``'s images are held out
-    pool_size: int | None = 100  # None: every training image
-    test_size: int | None = None  # None: every held-out image
-    budgets: tuple[str, ...] = ("2%", "5%", "10%")
+    #: (c) another distribution, scored as a domain-shift check (None: not scored)
+    shift: Path | None = None
+    pool_size: int | None = 300  # None: every training image
+    test_size: int | None = None  # None: every held-out (and shifted) image
+    #: (b) pool images sampled (by POOL_SEED) to score each arm on those it left unannotated; None: all
+    unannotated_size: int | None = 50
+    budgets: tuple[str, ...] = ("1%", "2%", "5%", "10%")
     seeds: tuple[int, ...] = (0, 1, 2)
-    strategy: str = DEFAULT_STRATEGY
-    pretrain_iterations: int = 150
-    finetune_iterations: int = 50
+    strategies: tuple[str, ...] = CANDIDATES  # one arm each, besides random and instance-random
+    pretrain_iterations: int = 2000
+    finetune_iterations: int = 250
     iterations_per_epoch: int = 50
+    full_iterations: int | None = None  # full, from scratch; None: pretrain + fine-tune iterations
+    full_curve: tuple[float, ...] = ()  # fractions of full_iterations also run (first seed only)
     #: budgets in minutes instead of iterations (then the iterations only cap them)
     pretrain_minutes: float | None = None
     finetune_minutes: float | None = None
@@ -142,6 +172,11 @@ class StudyConfig:
                 )
         if not self.seeds:
             raise LoopError("the study needs at least one seed")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise LoopError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(sorted(STRATEGIES))}")
+        if any(not 0 < f < 1 for f in self.full_curve):
+            raise LoopError("--full-curve takes fractions between 0 and 1, e.g. 0.25,0.5")
         for budget in self.budgets:
             try:
                 budget_to_k(budget, 100)
@@ -149,12 +184,14 @@ class StudyConfig:
                 raise LoopError(str(exc)) from None
 
     def fingerprint(self) -> dict[str, Any]:
-        """What cached runs depend on; budgets, seeds, full, device and workers may change between calls."""
-        keep = ("pool_size", "test_size", "strategy", "pretrain_iterations", "finetune_iterations",
+        """What cached runs depend on; budgets, seeds, strategies, the learning curve, full, device and
+        workers may change between calls (each only adds or leaves out runs)."""
+        keep = ("pool_size", "test_size", "unannotated_size", "pretrain_iterations", "finetune_iterations",
                 "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
-                "pretrain_minutes", "finetune_minutes", "init", "test_fraction", "split_seed")  # fmt: skip
+                "pretrain_minutes", "finetune_minutes", "init", "test_fraction", "split_seed",
+                "full_iterations")  # fmt: skip
         folders = {k: None if getattr(self, k) is None else str(getattr(self, k).resolve())
-                   for k in ("train", "test", "data")}  # fmt: skip
+                   for k in ("train", "test", "data", "shift")}  # fmt: skip
         return (
             folders
             | {k: getattr(self, k) for k in keep}
@@ -219,6 +256,8 @@ class Study:
         self.ws = Workspace.open(self.out / "nnunet", create=True)
         self._pool: list[Image] | None = None
         self._test: list[Image] | None = None
+        self._unannotated: list[Image] | None = None
+        self._shifted: list[Image] | None = None
         self._pseudo: dict[str, np.ndarray] | None = None
 
     def _check_settings(self) -> None:
@@ -252,6 +291,26 @@ class Study:
             self._test = _load(samples[: self.config.test_size], "test")
         return self._test
 
+    @property
+    def unannotated(self) -> list[Image]:
+        """(b): the pool images each arm is scored on, less those it annotated."""
+        if self._unannotated is None:
+            size, pool = self.config.unannotated_size, self.pool
+            if size is None or size >= len(pool):
+                self._unannotated = list(pool)
+            else:
+                picked = np.random.default_rng(POOL_SEED + 1).choice(len(pool), size, replace=False)
+                self._unannotated = [pool[i] for i in sorted(picked)]
+        return self._unannotated
+
+    @property
+    def shifted(self) -> list[Image]:
+        """(c): images of another distribution (e.g. DSB2018 stage-1 test), none without ``shift``."""
+        if self._shifted is None:
+            shift = self.config.shift
+            self._shifted = [] if shift is None else _load(held_out(shift)[: self.config.test_size], "shift")
+        return self._shifted
+
     def _split(self) -> tuple[list[Sample], list[Sample]]:
         """``data``'s pool and held-out images (study.split)."""
         cfg = self.config
@@ -280,13 +339,13 @@ class Study:
         """What an arm trains on after the pseudo model (``picked``: a selection arm's images)."""
         if arm == PSEUDO_ONLY:
             return self.pseudo_cases()
-        if arm in SELECTION_ARMS:
+        if is_selection(arm):
             if picked is None:
                 raise ValueError(f"arm {arm!r} needs the picked images")
             if self.config.finetune_with_pseudo:
                 return oversample_human(self.cases(picked) + self.pseudo_cases(leave_out=picked))
             return self.cases(picked)
-        if arm in (FULL_FROM_PSEUDO, FULL_FROM_SCRATCH):
+        if arm == FULL_FROM_PSEUDO or arm.startswith(FULL_FROM_SCRATCH):
             return self.cases(None)
         raise ValueError(f"unknown arm {arm!r}")
 
@@ -294,15 +353,34 @@ class Study:
     def ks(self) -> list[int]:
         return sorted({budget_to_k(b, len(self.pool)) for b in self.config.budgets})
 
+    @property
+    def selection_arms(self) -> tuple[str, ...]:
+        """Every candidate strategy, then the two random baselines (each once)."""
+        return tuple(dict.fromkeys((*self.config.strategies, *BASELINES)))
+
     def plan(self) -> list[Run]:
-        n = len(self.pool)
+        """Seed by seed, budget by budget: an interrupted study has whole seeds to compare."""
+        n, cfg = len(self.pool), self.config
         runs = [Run(PSEUDO_LABELS, 0, None), Run(PSEUDO_MODEL, 0, None)]
-        for seed in self.config.seeds:
+        for seed in cfg.seeds:
             runs.append(Run(PSEUDO_ONLY, 0, seed))
-            runs += [Run(arm, k, seed) for k in self.ks() for arm in SELECTION_ARMS]
-            if self.config.full:
+            runs += [Run(arm, k, seed) for k in self.ks() for arm in self.selection_arms]
+            if cfg.full:
                 runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
+                if seed == cfg.seeds[0]:
+                    runs += [Run(curve_arm(f), n, seed) for f in sorted(cfg.full_curve)]
         return runs
+
+    def full_budget(self, fraction: float = 1.0) -> TrainBudget:
+        """Full supervision from scratch: ``full_iterations`` (or pretrain + fine-tune) at ``fraction``."""
+        cfg = self.config
+        total = cfg.full_iterations or cfg.pretrain_iterations + cfg.finetune_iterations
+        minutes = (cfg.pretrain_minutes or 0) + (cfg.finetune_minutes or 0) or None
+        if fraction < 1:
+            per_epoch = min(total, cfg.iterations_per_epoch)
+            total = max(per_epoch, round(total * fraction / per_epoch) * per_epoch)
+            minutes = None if minutes is None else minutes * fraction
+        return cfg.budget(total, cfg.pretrain_lr, minutes)
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished run's record in this folder (also from earlier calls)."""
@@ -332,22 +410,24 @@ class Study:
     def _execute(self, r: Run) -> dict[str, Any]:
         cfg = self.config
         if r.arm == PSEUDO_LABELS:
-            return self._score(pseudo_label(self.test))
+            from ml_backend.pseudolabelers import build_pseudolabeler
+
+            labeler = build_pseudolabeler("classical")
+            return self._evaluate(lambda im: labeler.segment(im.pixels).labels)
         self._pretrain()
         if r.arm == PSEUDO_MODEL:
             return self._score_model(PRETRAINED)
         version = r.key
-        picked = self.select(r.arm, r.k, r.seed or 0) if r.arm in SELECTION_ARMS else None
+        picked = self.select(r.arm, r.k, r.seed or 0) if is_selection(r.arm) else None
         cases = self.training_cases(r.arm, picked)
-        if r.arm == FULL_FROM_SCRATCH:
-            minutes = (cfg.pretrain_minutes or 0) + (cfg.finetune_minutes or 0) or None
-            budget = cfg.budget(cfg.pretrain_iterations + cfg.finetune_iterations, cfg.pretrain_lr, minutes)
-            parent = None
+        if r.arm.startswith(FULL_FROM_SCRATCH):
+            fraction = next((f for f in cfg.full_curve if r.arm == curve_arm(f)), 1.0)
+            budget, parent = self.full_budget(fraction), None
         else:
             budget = cfg.budget(cfg.finetune_iterations, cfg.finetune_lr, cfg.finetune_minutes)
             parent = PRETRAINED
         self._train(version, cases, budget, parent, r.seed or 0)
-        record = self._score_model(version)
+        record = self._score_model(version, picked or ())
         info = next(m for m in list_models(self.ws) if m.version == version)
         if not self.keep_models:
             shutil.rmtree(self.ws.models / version)
@@ -387,17 +467,27 @@ class Study:
 
         return Predictor(self.ws, version, device=self.config.device)
 
-    def _score_model(self, version: str) -> dict[str, Any]:
+    def _score_model(self, version: str, picked: Sequence[str] = ()) -> dict[str, Any]:
         predictor = self._predictor(version)
-        preds = [
-            predictor.predict(model_channels(im.pixels)).labels
-            for im in tqdm(self.test, desc="testing", unit="image")
-        ]
-        return self._score(preds)
+        return self._evaluate(lambda im: predictor.predict(model_channels(im.pixels)).labels, picked)
 
-    def _score(self, predictions: Sequence[np.ndarray]) -> dict[str, Any]:
-        scores = score_dataset(zip([im.truth for im in self.test], predictions, strict=True))
-        return dict(scores.as_row())
+    def _evaluate(self, predict: Callable[[Image], np.ndarray], picked: Sequence[str] = ()) -> dict[str, Any]:
+        """(a) held-out metrics at the top level; (b) ``unannotated``, the sampled pool images not in
+        ``picked``; (c) ``shift``, when the study has a shifted set."""
+        record: dict[str, Any] = self._score(self.test, predict, "testing")
+        skip = set(picked)
+        for name, images in (
+            ("unannotated", [im for im in self.unannotated if im.id not in skip]),
+            ("shift", self.shifted),
+        ):
+            if images:
+                record[name] = self._score(images, predict, f"scoring {name}")
+        return record
+
+    @staticmethod
+    def _score(images: Sequence[Image], predict: Callable[[Image], np.ndarray], what: str) -> dict[str, Any]:
+        preds = [predict(im) for im in tqdm(images, desc=what, unit="image")]
+        return dict(score_dataset(zip([im.truth for im in images], preds, strict=True)).as_row())
 
     def correction_cost(self, picked: Sequence[str]) -> dict[str, int]:
         """What correcting ``picked`` costs an annotator: the cells in them (``cells``), and the
@@ -455,8 +545,7 @@ class Study:
             labelled_features=np.zeros((0, features.shape[1]), np.float32),
             disagreement=scores["disagreement"],
         )  # fmt: skip
-        strategy = self.config.strategy if arm == "ours" else arm
-        order = rank(candidates, k, strategy=strategy, seed=seed).order[:k]
+        order = rank(candidates, k, strategy=arm, seed=seed).order[:k]
         return [str(scores["ids"][i]) for i in order]
 
 
