@@ -31,7 +31,7 @@ from ml_backend.config import PSEUDOLABELERS, ConfigError, require_credentials
 from ml_backend.images import ImageFetchError
 from ml_backend.pseudolabelers.base import ModelLoadError
 from orchestrator.context import LoopError, default_model_dir
-from orchestrator.strategies import STRATEGIES
+from orchestrator.strategies import DEFAULT_STRATEGY, STRATEGIES
 from orchestrator.study import command as study_command
 
 if TYPE_CHECKING:
@@ -480,7 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
     p.add_argument("--budget", default="10%", help="core-set size (default: %(default)s of the tasks)")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="hybrid", help="default: %(default)s")
+    p.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default=DEFAULT_STRATEGY,
+        help="default: %(default)s, the label-efficiency study's winner (docs/results.md)",
+    )
     p.add_argument(
         "--minutes",
         type=float,
@@ -652,7 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="core-set size: a percentage of the unannotated tasks "
         "('5%%') or a count ('12'); default 5%%, then the last value given",
     )
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None, help="default: hybrid")
+    p.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default=None,
+        help=f"default: the project's stored choice, first {DEFAULT_STRATEGY} (the study's winner)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.set_defaults(func=_cmd_rank)
 

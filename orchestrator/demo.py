@@ -42,6 +42,7 @@ from orchestrator.curve import CurvePoint, plot_learning_curve
 from orchestrator.jobrun import run_here
 from orchestrator.prelabel import prelabel_project
 from orchestrator.project_setup import init_project, slug, stage_images
+from orchestrator.strategies import DEFAULT_STRATEGY
 
 DEFAULT_WORKSPACE = Path(".activeseg")
 ANNOTATOR_EMAIL = "annotator@activeseg.local"
@@ -61,7 +62,7 @@ class DemoSettings:
     label_config: Path = DEFAULT_LABEL_CONFIG
     port: int = 8080
     budget: str = "10%"
-    strategy: str = "hybrid"
+    strategy: str = DEFAULT_STRATEGY
     # training budgets in minutes (None: epochs x iterations), sized so the whole demo takes about
     # 10 minutes on 2 CPU cores; with minutes the epochs no longer limit training
     minutes: float | None = 4.0

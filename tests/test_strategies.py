@@ -350,3 +350,13 @@ def test_candidates_validation() -> None:
     nothing = np.empty((0, D))
     empty = Candidates(np.empty(0, np.int64), np.empty(0), nothing, np.empty(0, int), nothing)
     assert rank(empty, 3).order.shape == (0,)
+
+
+def test_one_default_strategy_everywhere() -> None:
+    """The study's winner is the default of the demo and of a new project's stored settings (rank)."""
+    from activeseg.projectstate import Settings
+    from orchestrator.cli import build_parser
+    from orchestrator.demo import DemoSettings
+
+    assert Settings().strategy == DemoSettings().strategy == strategies.DEFAULT_STRATEGY
+    assert build_parser().parse_args(["demo"]).strategy == strategies.DEFAULT_STRATEGY

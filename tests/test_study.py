@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from activeseg.datasets import held_out, shared_data
+from activeseg.datasets import held_out, read_dataset, shared_data
 from activeseg.imageio import read_label_image
 from orchestrator.context import LoopError
 from orchestrator.study.report import (
@@ -19,7 +19,9 @@ from orchestrator.study.report import (
     markdown_table,
     paired_differences,
     paired_table,
+    results_json,
     summarise,
+    winner,
     write_report,
 )
 from orchestrator.study.runner import (
@@ -31,7 +33,10 @@ from orchestrator.study.runner import (
     Run,
     Study,
     StudyConfig,
+    curve_arm,
+    is_selection,
 )
+from orchestrator.study.split import split_pool_test
 
 TRAIN, TEST = shared_data() / "dsb2018_stage1_train_fluo", shared_data() / "dsb2018_stage1_test"
 needs_data = pytest.mark.skipif(not TRAIN.is_dir(), reason="needs ../shared/data (DSB2018)")
@@ -48,6 +53,10 @@ def test_settings_are_checked_before_any_work() -> None:
         config(budgets=("5 percent",))
     with pytest.raises(LoopError, match="at least one seed"):
         config(seeds=())
+    with pytest.raises(LoopError, match="unknown strategy 'badge'; choose from coreset, disagreement"):
+        config(strategies=("hybrid", "badge"))
+    with pytest.raises(LoopError, match="--full-curve takes fractions"):
+        config(full_curve=(1.5,))
     assert config(pretrain_iterations=150, iterations_per_epoch=50).budget(150, 1e-2).epochs == 3
     assert config(finetune_iterations=20, iterations_per_epoch=50).budget(20, 1e-3).iterations == 20
     assert config(iterations_per_epoch=50).budget(150 + 20, 1e-2).iterations == 170
@@ -56,6 +65,21 @@ def test_settings_are_checked_before_any_work() -> None:
 def test_run_keys_are_file_names() -> None:
     assert Run(FULL_FROM_PSEUDO, 100, 2).key == "full-from-pseudo-model_k100_s2"
     assert Run(PSEUDO_LABELS, 0, None).key == "pseudo-labels_k0"
+    assert Run(curve_arm(0.25), 100, 0).key == "full-from-scratch-at-0-25-of-its-budget_k100_s0"
+    assert Run("instance-random", 5, 1).key == "instance-random_k5_s1"
+
+
+def test_arms_are_strategies_or_references() -> None:
+    assert is_selection("typiclust") and is_selection("random") and is_selection("instance-random")
+    for arm in (
+        PSEUDO_LABELS,
+        PSEUDO_MODEL,
+        PSEUDO_ONLY,
+        FULL_FROM_PSEUDO,
+        FULL_FROM_SCRATCH,
+        curve_arm(0.5),
+    ):
+        assert not is_selection(arm), arm
 
 
 @needs_data
@@ -67,13 +91,23 @@ def test_test_set_is_fluorescence_without_training_duplicates() -> None:
 
 @needs_data
 def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
-    study = Study(config(pool_size=10, budgets=("10%", "20%"), seeds=(0, 1)), tmp_path)
+    study = Study(
+        config(pool_size=10, budgets=("10%", "20%"), seeds=(0, 1), strategies=("hybrid",)), tmp_path
+    )
     plan = study.plan()
-    assert study.ks() == [1, 2]
+    assert study.ks() == [1, 2] and study.selection_arms == ("hybrid", "random", "instance-random")
     assert plan[:2] == [Run(PSEUDO_LABELS, 0, None), Run(PSEUDO_MODEL, 0, None)]
     per_seed = [r for r in plan if r.seed == 1]
-    assert [r.arm for r in per_seed].count("ours") == 2 and Run(FULL_FROM_SCRATCH, 10, 1) in per_seed
+    assert [r.arm for r in per_seed].count("hybrid") == 2 and Run(FULL_FROM_SCRATCH, 10, 1) in per_seed
     assert len(plan) == 2 + 2 * (1 + 2 * 3 + 2) and len({r.key for r in plan}) == len(plan)
+    # every candidate is one more arm; a baseline named as a candidate is not run twice; the
+    # learning curve runs on the first seed only; none of them changes the folder's settings
+    more = Study(config(pool_size=10, budgets=("10%",), seeds=(0, 1), strategies=("typiclust", "random"),
+                        full_curve=(0.5, 0.25)), tmp_path).plan()  # fmt: skip
+    assert [r.arm for r in more if r.seed == 0 and r.k == 1] == ["typiclust", "random", "instance-random"]
+    assert [r for r in more if r.arm.startswith(f"{FULL_FROM_SCRATCH} at")] == [
+        Run(curve_arm(0.25), 10, 0), Run(curve_arm(0.5), 10, 0)
+    ]  # fmt: skip
     # the pool is the same sample every time, whatever the study seeds
     assert [im.id for im in study.pool] == [im.id for im in Study(config(pool_size=10), tmp_path).pool]
     with pytest.raises(LoopError, match="other settings \\(finetune_iterations\\)"):
@@ -81,7 +115,10 @@ def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
     with pytest.raises(LoopError, match="other settings \\(finetune_with_pseudo\\)"):
         Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
     # the fully supervised arms can be left out of a plan; it does not change any run
-    short = Study(config(pool_size=10, budgets=("10%", "20%"), seeds=(0, 1), full=False), tmp_path).plan()
+    short = Study(
+        config(pool_size=10, budgets=("10%", "20%"), seeds=(0, 1), strategies=("hybrid",), full=False),
+        tmp_path,
+    ).plan()
     assert short == [r for r in plan if r.arm not in (FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)]
     # a folder made before fine-tuning with pseudo-labels existed was run without them
     settings = json.loads((tmp_path / "study.json").read_text())
@@ -107,7 +144,7 @@ def test_selection_arms_fine_tune_with_pseudo_labels_unless_told_not_to(tmp_path
     cases = plain.training_cases("random", picked)
     assert [(c.id, c.source) for c in cases] == [(i, "human") for i in picked]
     mixed = Study(config(pool_size=8), tmp_path / "mixed")
-    cases = mixed.training_cases("ours", picked)
+    cases = mixed.training_cases("hybrid", picked)
     human = [c for c in cases if c.source == "human"]
     pseudo = [c for c in cases if c.source == "pseudo"]
     assert len(human) == len(pseudo) == 6 and len({c.id for c in cases}) == 12
@@ -119,11 +156,23 @@ def test_selection_arms_fine_tune_with_pseudo_labels_unless_told_not_to(tmp_path
         assert np.array_equal(case.labels, mixed.pseudo[case.id])
     # the references train as before
     assert all(c.source == "pseudo" for c in mixed.training_cases(PSEUDO_ONLY))
-    assert len(mixed.training_cases(FULL_FROM_SCRATCH)) == 8
+    assert len(mixed.training_cases(FULL_FROM_SCRATCH)) == len(mixed.training_cases(curve_arm(0.5))) == 8
+
+
+def test_full_reference_budget_and_its_learning_curve(tmp_path: Path) -> None:
+    study = Study(
+        config(pretrain_iterations=2000, finetune_iterations=250, iterations_per_epoch=50), tmp_path
+    )
+    assert study.full_budget().iterations == 2250 and study.full_budget().initial_lr == 1e-2
+    assert study.full_budget(0.25).iterations == 550  # rounded to whole epochs
+    longer = Study(config(full_iterations=4000, iterations_per_epoch=50), tmp_path / "longer")
+    assert longer.full_budget().iterations == 4000 and longer.full_budget(0.5).iterations == 2000
+    timed = Study(config(pretrain_minutes=10, finetune_minutes=2), tmp_path / "timed")
+    assert timed.full_budget().minutes == 12 and timed.full_budget(0.5).minutes == 6
 
 
 def test_selection_follows_the_strategies(tmp_path: Path) -> None:
-    """From stored pool scores: 'ours' takes uncertain images, random depends on the seed."""
+    """From stored pool scores: each arm's strategy picks; random depends on the seed."""
     rng = np.random.default_rng(0)
     n = 40
     ids = np.array([f"img{i}" for i in range(n)])
@@ -132,11 +181,10 @@ def test_selection_follows_the_strategies(tmp_path: Path) -> None:
              instances=rng.integers(1, 50, n), features=features,
              disagreement=np.linspace(1, 0, n))  # fmt: skip
     study = Study(config(), tmp_path)
-    ours = study.select("ours", 4, 0)
-    assert len(set(ours)) == 4 and all(int(i.removeprefix("img")) >= n // 2 for i in ours)
-    teacher_wrong = Study(config(strategy="disagreement"), tmp_path / "other")
-    (tmp_path / "other" / "pool_scores.npz").write_bytes((tmp_path / "pool_scores.npz").read_bytes())
-    assert teacher_wrong.select("ours", 4, 0) == ["img0", "img1", "img2", "img3"]
+    hybrid = study.select("hybrid", 4, 0)
+    assert len(set(hybrid)) == 4 and all(int(i.removeprefix("img")) >= n // 2 for i in hybrid)
+    assert study.select("entropy", 4, 0) == ["img39", "img38", "img37", "img36"]
+    assert study.select("disagreement", 4, 0) == ["img0", "img1", "img2", "img3"]
     picks = {tuple(study.select("random", 4, seed)) for seed in range(5)}
     assert len(picks) > 1
     assert study.select("random", 4, 3) == study.select("random", 4, 3)
@@ -144,7 +192,9 @@ def test_selection_follows_the_strategies(tmp_path: Path) -> None:
 
 def _record(arm: str, k: int, seed: int | None, msa: float) -> dict[str, object]:
     return {"arm": arm, "k": k, "seed": seed, "pool": 100, "mSA": msa, "AP50": msa + 0.1, "F1": msa + 0.2,
-            "AP75": 0.0, "precision": 0.5, "recall": 0.5, "images": 49, "picked": None}  # fmt: skip
+            "AP75": 0.0, "precision": 0.5, "recall": 0.5, "images": 49, "picked": None,
+            "unannotated": {"mSA": msa + 0.05, "images": 50},
+            "shift": {"mSA": msa - 0.05, "images": 45}}  # fmt: skip
 
 
 def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
@@ -152,44 +202,80 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
         records += [
             _record(PSEUDO_ONLY, 0, seed, 0.26 + jitter),
-            _record("ours", 5, seed, 0.36 + jitter) | {"cells": 100 + seed, "cells_changed": 30},
+            _record("hybrid", 5, seed, 0.36 + jitter) | {"cells": 100 + seed, "cells_changed": 30},
+            _record("typiclust", 5, seed, 0.31 + jitter),
             _record("random", 5, seed, 0.32 + jitter),
             _record("instance-random", 5, seed, 0.33 + jitter),
             _record(FULL_FROM_PSEUDO, 100, seed, 0.42 + jitter),
             _record(FULL_FROM_SCRATCH, 100, seed, 0.40 + jitter),
         ]
     cells = summarise(records)
-    ours = next(c for c in cells if c.arm == "ours")
+    ours = next(c for c in cells if c.arm == "hybrid")
     assert ours.n == 3 and ours.mean() == pytest.approx(0.36) and ours.std() == pytest.approx(0.01)
+    assert winner(cells) == "hybrid"
     text = headline(cells, 5, "hybrid")
     assert "mSA 0.360" in text and "90% of full, from scratch (0.400)" in text
     assert "+0.040 vs random (0.320)" in text and "+0.030 vs instance-random (0.330)" in text
     assert "mean of 3 seeds" in text
     table = markdown_table(cells)
-    assert "| ours | 5 (5 %) | 101 (30) | 3 | 0.360 ± 0.010 | 0.460 ± 0.010 | 0.560 ± 0.010 |" in table
+    assert "| mSA unannotated pool | mSA shifted |" in table
+    assert (
+        "| hybrid | 5 (5 %) | 101 (30) | 3 | 0.360 ± 0.010 | 0.460 ± 0.010 | 0.560 ± 0.010 | 0.410 ± 0.010 "
+        "| 0.310 ± 0.010 |" in table
+    )
     assert "| random | 5 (5 %) | - | 3 |" in table  # records without a cost say so
     assert "| pseudo-labels | 0 | - | n/a | 0.300 |" in table
-    write_report(records, tmp_path, {"pool_size": 100}, 5, "hybrid")
+    rows = [line.split(" | ")[0] for line in table.splitlines()[2:]]  # references, strategies, baselines
+    assert rows == [
+        "| pseudo-labels", "| pseudo model", "| pseudo only", "| full, from pseudo model",
+        "| full, from scratch", "| hybrid", "| typiclust", "| random", "| instance-random",
+    ]  # fmt: skip
+    write_report(records, tmp_path, {"pool_size": 100}, 5)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert len(rows) == len(records) and rows[0]["arm"] == PSEUDO_LABELS
-    assert {r["cells_changed"] for r in rows if r["arm"] == "ours"} == {"30"}
+    assert {r["cells_changed"] for r in rows if r["arm"] == "hybrid"} == {"30"}
+    assert {r["shift_mSA"] for r in rows if r["arm"] == PSEUDO_LABELS} == {str(0.30 - 0.05)}
     assert (tmp_path / "msa_vs_annotated.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "results.md").read_text().startswith("**Ours (hybrid) at 5 %")
-    # paired by seed: ours - random is +0.040 on every seed (no spread, beyond noise)
-    assert paired_differences(records, "ours", "random", 5) == pytest.approx([0.04, 0.04, 0.04])
+    report = (tmp_path / "results.md").read_text()
+    assert report.startswith("Winner (best mean held-out mSA over 5 %): **hybrid**.")
+    assert "**hybrid at 5 % annotated (5 images): mSA 0.360**" in report
+    # paired by seed: hybrid - random is +0.040 on every seed (no spread, beyond noise)
+    assert paired_differences(records, "hybrid", "random", 5) == pytest.approx([0.04, 0.04, 0.04])
     noisy = [dict(r, mSA=r["mSA"] + (0.06 if r["seed"] == 1 else 0)) if r["arm"] == "random" else r
              for r in records]  # fmt: skip
     table = paired_table(noisy)
-    assert "| 5 | ours | +0.020 ± 0.035 (3 seeds, within noise) | +0.030 ± 0.000 (3 seeds) |" in table
+    assert "| 5 | hybrid | +0.020 ± 0.035 (3 seeds, within noise) | +0.030 ± 0.000 (3 seeds) |" in table
+    assert "| 5 | typiclust | -0.030 ± 0.035 (3 seeds, within noise) |" in table
     assert "Paired by seed" in (tmp_path / "results.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())  # benchmarks/results/study.json's schema
     assert results["seeds"] == [0, 1, 2] and results["pool"] == 100 and results["test"] == 49
     assert results["default_strategy"] == "hybrid" and results["pseudo_labels_msa"] == 0.3
     assert results["full_msa"] == pytest.approx(0.40)  # from scratch, the reference a lab would train
     assert results["heldout"] == {
-        "hybrid": {"5": pytest.approx(0.36)}, "random": {"5": pytest.approx(0.32)},
-        "instance-random": {"5": pytest.approx(0.33)}, "pseudo-only": {"0": pytest.approx(0.26)},
+        "hybrid": {"5": pytest.approx(0.36)}, "typiclust": {"5": pytest.approx(0.31)},
+        "random": {"5": pytest.approx(0.32)}, "instance-random": {"5": pytest.approx(0.33)},
+        "pseudo-only": {"0": pytest.approx(0.26)},
     }  # fmt: skip
+    assert results["unannotated"]["hybrid"] == {"5": pytest.approx(0.41)}
+    assert results["shift"]["random"] == {"5": pytest.approx(0.27)}
+
+
+def test_the_winner_is_the_best_mean_over_the_budgets_every_arm_ran() -> None:
+    """A random baseline can win; an arm missing one of the budgets cannot; 1 % does not count."""
+    records = []
+    for seed in (0, 1):
+        records += [
+            _record("hybrid", 2, seed, 0.30), _record("hybrid", 5, seed, 0.34),
+            _record("random", 2, seed, 0.33), _record("random", 5, seed, 0.32),
+            _record("typiclust", 5, seed, 0.50),  # best at 5 %, but never ran at 2 %
+            _record("disagreement", 1, seed, 0.90), _record("disagreement", 2, seed, 0.31),
+            _record("disagreement", 5, seed, 0.31),
+        ]  # fmt: skip
+    cells = summarise(records)
+    assert winner(cells) == "random"  # (0.33 + 0.32) / 2 against hybrid's 0.32 and disagreement's 0.31
+    assert results_json(records, {"data": "d"})["default_strategy"] == "random"
+    assert winner(summarise([r for r in records if r["k"] == 1])) == "disagreement"  # only 1 % ran
+    assert winner(summarise([_record(PSEUDO_ONLY, 0, 0, 0.3)])) is None
 
 
 @pytest.mark.slow
@@ -197,37 +283,52 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
 def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
     """Real pseudo-labels, nnU-Net training and scoring with tiny budgets; a second call trains nothing."""
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "study", "--out", str(out), "--pool-size", "6",
-           "--test-size", "2", "--budgets", "34%", "--headline-budget", "34%", "--seeds", "0",
-           "--pretrain-iterations", "2", "--finetune-iterations", "1", "--iterations-per-epoch", "2",
-           "--workers", "0"]  # fmt: skip
+    cmd = [sys.executable, "-m", "orchestrator.cli", "study", "--preset", "quick", "--out", str(out),
+           "--headline-budget", "34%", "--strategies", "disagreement"]  # fmt: skip
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    assert "study: 8 runs, 0 already done; pool of 6 images, 2 test images" in first.stdout
+    assert "study: 9 runs, 0 already done; pool of 6 images, 2 test images" in first.stdout
     records = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
     assert set(records) == {
-        "pseudo-labels_k0", "pseudo-model_k0", "pseudo-only_k0_s0", "ours_k3_s0", "random_k3_s0",
+        "pseudo-labels_k0", "pseudo-model_k0", "pseudo-only_k0_s0", "disagreement_k3_s0", "random_k3_s0",
         "instance-random_k3_s0", "full-from-pseudo-model_k6_s0", "full-from-scratch_k6_s0",
+        "full-from-scratch-at-0-5-of-its-budget_k6_s0",
     }  # fmt: skip
     pool = set(np.load(out / "pool_scores.npz")["ids"])
-    for arm in ("ours", "random", "instance-random"):
+    same = StudyConfig(data=TRAIN, shift=TEST, pool_size=6, test_size=2, unannotated_size=3,
+                       pretrain_iterations=2, finetune_iterations=1, iterations_per_epoch=2)  # fmt: skip
+    sampled = {im.id for im in Study(same, out).unannotated}  # the same folder: the same settings
+    assert len(sampled) == 3 and sampled <= pool
+    test_ids = {s.id for s in split_pool_test(read_dataset(TRAIN), 0.2, 0)[1]}
+    assert not pool & test_ids and pool <= {s.id for s in read_dataset(TRAIN)}  # --data is the default
+    for arm in ("disagreement", "random", "instance-random"):
         picked = records[f"{arm}_k3_s0"]["picked"]
         assert len(set(picked)) == 3 and set(picked) <= pool
         truth = [read_label_image(TRAIN / "labels" / f"{i}.png") for i in picked]
         assert records[f"{arm}_k3_s0"]["cells"] == sum(len(np.unique(t)) - 1 for t in truth)
         assert records[f"{arm}_k3_s0"]["cells_changed"] >= 0
+        # (b) scored on the sampled pool images it did not annotate
+        assert records[f"{arm}_k3_s0"]["unannotated"]["images"] == 3 - len(set(picked) & sampled)
     assert records["full-from-scratch_k6_s0"]["iterations"] == 3
+    assert records["full-from-scratch-at-0-5-of-its-budget_k6_s0"]["iterations"] == 2
     assert all(0.0 <= r["mSA"] <= 1.0 and r["images"] == 2 for r in records.values())
+    assert all(r["shift"]["images"] == 2 and r["unannotated"]["images"] <= 3 for r in records.values())
+    assert records["pseudo-only_k0_s0"]["unannotated"]["images"] == 3
     assert not [
         p for p in (out / "nnunet" / "models").iterdir() if p.name != "pseudo-r0"
     ]  # checkpoints freed
-    assert (out / "results.md").read_text().startswith("**Ours (hybrid) at 50 %")
-    assert json.loads((out / "results.json").read_text())["pool"] == 6  # beside, not over, study.json
+    assert "annotated (3 images): mSA" in (out / "results.md").read_text()
+    results = json.loads((out / "results.json").read_text())  # beside, not over, study.json
+    assert results["pool"] == 6 and results["default_strategy"] in (
+        "disagreement",
+        "random",
+        "instance-random",
+    )
+    assert set(results["full_curve"]) == {"2", "3"}
 
     before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "study: 8 runs, 8 already done" in again.stdout
+    assert again.returncode == 0 and "study: 9 runs, 9 already done" in again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
-    other = subprocess.run([*cmd[:-2], "--finetune-iterations", "2", "--workers", "0"], capture_output=True,
-                           text=True)  # fmt: skip
+    other = subprocess.run([*cmd, "--finetune-iterations", "2"], capture_output=True, text=True)
     assert other.returncode == 2 and "holds a study with other settings" in other.stderr

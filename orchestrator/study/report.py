@@ -100,17 +100,21 @@ def _find(cells: Sequence[Cell], arm: str, k: int | None = None) -> Cell | None:
     return next((c for c in cells if c.arm == arm and (k is None or c.k == k)), None)
 
 
-def winner(cells: Sequence[Cell]) -> str | None:
-    """The selection arm (a random baseline included) with the best mean mSA over the budgets of
-    WINNER_PERCENTS that were run (all of them where none was), among the arms that ran every one."""
-    selection = [c for c in cells if is_selection(c.arm)]
-    if not selection:
-        return None
-    percents = {round(c.percent, 6) for c in selection}
+def winner_percents(cells: Sequence[Cell]) -> list[float]:
+    """The budgets (% of the pool) that decide the winner: those of WINNER_PERCENTS that were run,
+    or every budget run where none of them was."""
+    percents = {round(c.percent, 6) for c in cells if is_selection(c.arm)}
     wanted = {p for p in percents if any(math.isclose(p, w) for w in WINNER_PERCENTS)} or percents
+    return sorted(wanted)
+
+
+def winner(cells: Sequence[Cell]) -> str | None:
+    """The selection arm (a random baseline included) with the best mean mSA over
+    ``winner_percents``, among the arms that ran every one of them."""
+    wanted = set(winner_percents(cells))
     means: dict[str, list[float]] = {}
-    for c in selection:
-        if round(c.percent, 6) in wanted:
+    for c in cells:
+        if is_selection(c.arm) and round(c.percent, 6) in wanted:
             means.setdefault(c.arm, []).append(c.mean())
     complete = {arm: float(np.mean(m)) for arm, m in means.items() if len(m) == len(wanted)}
     return max(sorted(complete), key=complete.__getitem__) if complete else None
@@ -306,8 +310,8 @@ def write_report(records: Sequence[dict[str, Any]], out_dir: Path, settings: dic
     if best is not None:
         plot(cells, out_dir / "msa_vs_annotated.png")
         sections = [
-            f"Winner (best mean held-out mSA over the budgets of "
-            f"{', '.join(f'{p:g}' for p in WINNER_PERCENTS)} % that were run): **{best}**.",
+            f"Winner (best mean held-out mSA over {', '.join(f'{p:g}' for p in winner_percents(cells))} %): "
+            f"**{best}**.",
             headline(cells, headline_k, best),
             *sections,
             "Paired by seed, mSA differences:",
