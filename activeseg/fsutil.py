@@ -58,3 +58,21 @@ def locked(lock_file: str | os.PathLike[str]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def held_alone(lock_file: str | os.PathLike[str]) -> Iterator[bool]:
+    """Hold ``lock_file`` exclusively if no other process does; yields False (holding nothing) if
+    one does, so the caller can refuse instead of waiting behind a job that runs for hours."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from activeseg.fsutil import atomic_path, atomic_write_text
+from activeseg.fsutil import atomic_path, atomic_write_text, held_alone
 
 
 def test_written_files_are_readable_by_others(tmp_path: Path) -> None:
@@ -28,3 +28,12 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
         tmp.write_text("half")
         raise RuntimeError("crash")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["state.json"]
+
+
+def test_a_held_lock_is_refused_not_waited_for(tmp_path: Path) -> None:
+    lock = tmp_path / "study" / ".lock"
+    with held_alone(lock) as first:
+        with held_alone(lock) as second:  # another open file: flock treats it as another holder
+            assert first and not second
+    with held_alone(lock) as again:
+        assert again

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from activeseg.datasets import held_out, read_dataset, shared_data
+from activeseg.fsutil import held_alone
 from activeseg.imageio import read_label_image
 from orchestrator.context import LoopError
 from orchestrator.study.report import (
@@ -169,6 +170,15 @@ def test_full_reference_budget_and_its_learning_curve(tmp_path: Path) -> None:
     assert longer.full_budget().iterations == 4000 and longer.full_budget(0.5).iterations == 2000
     timed = Study(config(pretrain_minutes=10, finetune_minutes=2), tmp_path / "timed")
     assert timed.full_budget().minutes == 12 and timed.full_budget(0.5).minutes == 6
+
+
+@needs_data
+def test_one_study_per_folder_at_a_time(tmp_path: Path) -> None:
+    """Runs share the folder's nnU-Net dataset: a second study would re-export it under the first."""
+    study = Study(config(pool_size=6), tmp_path)
+    with held_alone(tmp_path / ".lock"), pytest.raises(LoopError, match="another study is running"):
+        study.run()
+    assert not study.runs_dir.exists() or not any(study.runs_dir.iterdir())
 
 
 def test_selection_follows_the_strategies(tmp_path: Path) -> None:

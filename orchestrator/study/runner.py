@@ -58,7 +58,7 @@ import numpy as np
 from tqdm import tqdm
 
 from activeseg.datasets import Sample, held_out, read_dataset
-from activeseg.fsutil import atomic_write_text
+from activeseg.fsutil import atomic_write_text, held_alone
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset, score_image
 from activeseg.nnunet import starting
@@ -387,6 +387,14 @@ class Study:
         return [json.loads(p.read_text()) for p in sorted(self.runs_dir.glob("*.json"))]
 
     def run(self) -> list[dict[str, Any]]:
+        """Every planned run not finished yet; one study per folder at a time, because runs share
+        the folder's nnU-Net dataset (a second one would re-export it under the first's trainer)."""
+        with held_alone(self.out / ".lock") as alone:
+            if not alone:
+                raise LoopError(f"another study is running in {self.out}; wait for it, or use another --out")
+            return self._run()
+
+    def _run(self) -> list[dict[str, Any]]:
         plan = self.plan()
         todo = [r for r in plan if not (self.runs_dir / f"{r.key}.json").is_file()]
         self.report(
