@@ -227,6 +227,8 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     assert "mSA 0.360" in text and "90% of full, from scratch (0.400)" in text
     assert "+0.040 vs random (0.320)" in text and "+0.030 vs instance-random (0.330)" in text
     assert "mean of 3 seeds" in text
+    one_full = [r for r in records if not (r["arm"].startswith("full") and r["seed"])]
+    assert "mean of 3 seeds" in headline(summarise(one_full), 5, "hybrid")  # full ran on seed 0 only
     table = markdown_table(cells)
     assert "| mSA unannotated pool | mSA shifted |" in table
     assert (

@@ -131,11 +131,13 @@ def headline(cells: Sequence[Cell], k: int, strategy: str) -> str:
         if ref is not None:
             ratio = f"{ours.mean() / ref.mean():.0%}" if ref.mean() > 0 else "n/a"
             parts.append(f"{ratio} of {full} ({ref.mean():.3f})")
+    compared = [ours]
     for arm in BASELINES:
         other = _find(cells, arm, k) if arm != strategy else None
         if other is not None:
             parts.append(f"{ours.mean() - other.mean():+.3f} vs {arm} ({other.mean():.3f})")
-    seeds = min(c.n for c in cells if c.seeded)
+            compared.append(other)
+    seeds = min(c.n for c in compared)  # the full reference may have fewer: it has its own row
     return "; ".join(parts) + f" (mean of {seeds} seed{'s' if seeds != 1 else ''})."
 
 
