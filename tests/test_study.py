@@ -248,6 +248,10 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
     assert {r["cells_changed"] for r in rows if r["arm"] == "hybrid"} == {"30"}
     assert {r["shift_mSA"] for r in rows if r["arm"] == PSEUDO_LABELS} == {str(0.30 - 0.05)}
     assert (tmp_path / "msa_vs_annotated.png").read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image as PILImage
+
+    width, height = PILImage.open(tmp_path / "msa_vs_annotated.png").size
+    assert width > 2.5 * height  # two panels: per image annotated and per cell changed
     report = (tmp_path / "results.md").read_text()
     assert report.startswith("Winner (best mean held-out mSA over 5 %): **hybrid**.")
     assert "**hybrid at 5 % annotated (5 images): mSA 0.360**" in report

@@ -221,22 +221,28 @@ def write_csv(records: Sequence[dict[str, Any]], out: Path) -> Path:
 
 
 def plot(cells: Sequence[Cell], out: Path) -> Path:
-    """mSA against % annotated: the selection arms with their seed spread, references as lines."""
+    """mSA against what the core-set costs, twice: the share of images annotated, and the cells an
+    annotator had to change in them (a strategy can win per image by picking the worst-labelled
+    dense images). Selection arms with their seed spread; references as horizontal lines."""
     import matplotlib
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(matplotlib.rcParamsDefault):  # nnU-Net restyles matplotlib globally
-        fig = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(14, 4.8), dpi=100, layout="constrained")
+        by_images, by_cells = fig.subplots(1, 2, sharey=True)
         arms = sorted({c.arm for c in cells if is_selection(c.arm)}, key=_arm_order)
         for arm, marker in zip(arms, "os^vD<>ph*", strict=False):
             pts = sorted((c for c in cells if c.arm == arm), key=lambda c: c.k)
-            x = [c.percent for c in pts]
             dashed = "--" if arm in BASELINES else "-"
-            line = ax.errorbar(x, [c.mean() for c in pts], yerr=[0 if c.n < 2 else c.std() for c in pts],
-                               marker=marker, capsize=3, label=arm, linestyle=dashed)  # fmt: skip
+            line = by_images.errorbar([c.percent for c in pts], [c.mean() for c in pts],
+                                      yerr=[0 if c.n < 2 else c.std() for c in pts],
+                                      marker=marker, capsize=3, label=arm, linestyle=dashed)  # fmt: skip
+            colour = line[0].get_color()
             for c in pts:  # every seed, so the spread is visible and not only summarised
-                ax.scatter([c.percent] * c.n, c.values["mSA"], s=10, alpha=0.35, color=line[0].get_color())
+                by_images.scatter([c.percent] * c.n, c.values["mSA"], s=10, alpha=0.35, color=colour)
+            costed = [c for c in pts if "cells_changed" in c.cost]
+            by_cells.plot([np.mean(c.cost["cells_changed"]) for c in costed], [c.mean() for c in costed],
+                          marker=marker, linestyle=dashed, color=colour, label=arm)  # fmt: skip
         styles = {
             PSEUDO_LABELS: ":",
             PSEUDO_MODEL: "-.",
@@ -250,14 +256,21 @@ def plot(cells: Sequence[Cell], out: Path) -> Path:
             ref = _find(cells, arm)
             if ref is None:
                 continue
-            ax.axhline(ref.mean(), linestyle=style, color=colours[arm], label=f"{arm} ({ref.mean():.3f})")
+            for ax in (by_images, by_cells):
+                ax.axhline(ref.mean(), linestyle=style, color=colours[arm],
+                           label=f"{arm} ({ref.mean():.3f})" if ax is by_images else None)  # fmt: skip
             if ref.n > 1:
-                ax.axhspan(min(ref.values["mSA"]), max(ref.values["mSA"]), color=colours[arm], alpha=0.08)
-        ax.set_xlabel("pool images annotated (%)")
-        ax.set_ylabel("mSA on held-out test images")
-        ax.set_title("Label efficiency (mean, bars = std over seeds, dots = seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+                by_images.axhspan(
+                    min(ref.values["mSA"]), max(ref.values["mSA"]), color=colours[arm], alpha=0.08
+                )
+        by_images.set_xlabel("pool images annotated (%)")
+        by_images.set_ylabel("mSA on held-out test images")
+        by_images.set_title("per image (mean, bars = std over seeds, dots = seeds)", fontsize=10)
+        by_cells.set_xlabel("cells the annotator changed in the core-set (mean over seeds)")
+        by_cells.set_title("per correction (the annotator's work)", fontsize=10)
+        for ax in (by_images, by_cells):
+            ax.grid(alpha=0.3)
+        fig.legend(*by_images.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format="png")
     return out
