@@ -86,6 +86,13 @@ def rank_project(
     that misses unannotated tasks (imported since, or not scored last time).
     """
     check_choices(budget, strategy)
+    wanted = strategy or ctx.state().settings.strategy
+    if wanted in NEEDS_DISAGREEMENT and ctx.state().latest is None:  # before any image is scored
+        raise LoopError(
+            f"the {wanted} strategy compares a trained nnU-Net with the pseudo-labels and this project has "
+            "no model yet: run 'activeseg pretrain' first, or rank before it with another --strategy "
+            "(e.g. typiclust or random)"
+        )
     with ctx.dir.update() as st:  # remember the admin's choices for webhook-triggered rounds
         st.settings.budget = budget or st.settings.budget
         st.settings.strategy = strategy or st.settings.strategy

@@ -32,8 +32,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
 
 def test_a_held_lock_is_refused_not_waited_for(tmp_path: Path) -> None:
     lock = tmp_path / "study" / ".lock"
-    with held_alone(lock) as first:
-        with held_alone(lock) as second:  # another open file: flock treats it as another holder
-            assert first and not second
+    with held_alone(lock) as first, held_alone(lock) as second:  # another open file: another holder
+        assert first and not second
     with held_alone(lock) as again:
         assert again

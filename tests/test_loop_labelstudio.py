@@ -32,7 +32,7 @@ from ml_backend.app import create_app
 from ml_backend.config import SECRET_HEADER, BackendConfig
 from ml_backend.service import PredictionService
 from orchestrator.annotator import SessionAnnotator
-from orchestrator.context import ProjectContext
+from orchestrator.context import LoopError, ProjectContext
 from orchestrator.prelabel import prelabel_project
 from orchestrator.project_export import export_project
 from orchestrator.project_setup import init_project
@@ -315,9 +315,12 @@ def test_rank_survives_label_studio_stopping(
                 server.stop()
             original(task_id, data)
 
+        with pytest.raises(LoopError, match="no model yet: run 'activeseg pretrain' first"):
+            rank_project(ctx, budget="25%", progress=False)  # the default strategy needs a model
+        assert not ctx.state().rounds
         monkeypatch.setattr(client, "update_task_data", stop_midway)
         with pytest.raises(LabelStudioError, match="cannot reach Label Studio"):
-            rank_project(ctx, budget="25%", progress=False)
+            rank_project(ctx, budget="25%", strategy="typiclust", progress=False)
         monkeypatch.undo()
         server.start()
         client = LabelStudioClient(server.url, server.login.token)

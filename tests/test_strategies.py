@@ -84,7 +84,7 @@ def test_all_strategies_registered_and_default() -> None:
     assert set(STRATEGIES) == {
         "random", "instance-random", "entropy", "coreset", "hybrid", "disagreement", "typiclust"
     }  # fmt: skip
-    assert DEFAULT_STRATEGY == "hybrid" and rank(random_candidates(5), 2).strategy == "hybrid"
+    assert DEFAULT_STRATEGY == "disagreement" and rank(random_candidates(5), 2).strategy == "disagreement"
 
 
 @pytest.mark.parametrize("name", ["random", "instance-random"])
@@ -348,7 +348,7 @@ def test_candidates_validation() -> None:
         Candidates(**{**fields, "instances": np.array([0, 1, -2, 0, 0])})
     Candidates(**{**fields, "labelled_features": np.empty((0, 3))})  # nothing annotated yet: any width
     nothing = np.empty((0, D))
-    empty = Candidates(np.empty(0, np.int64), np.empty(0), nothing, np.empty(0, int), nothing)
+    empty = Candidates(np.empty(0, np.int64), np.empty(0), nothing, np.empty(0, int), nothing, np.empty(0))
     assert rank(empty, 3).order.shape == (0,)
 
 
