@@ -304,7 +304,10 @@ def test_loop_commands_fail_in_one_line(
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
     monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
-    assert "cannot reach Label Studio" in _one_line_error(capsys, "rank", "--project", "1")
+    # the default strategy needs a pretrained model: refused before anything is scored or fetched
+    assert "no model yet: run 'activeseg pretrain' first" in _one_line_error(capsys, "rank", "--project", "1")
+    unreachable = _one_line_error(capsys, "rank", "--project", "1", "--strategy", "typiclust")
+    assert "cannot reach Label Studio" in unreachable
     assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")
     assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
     brush_config = str(Path(__file__).resolve().parent.parent / "label_config_brush.xml")
@@ -319,8 +322,10 @@ def test_loop_commands_fail_in_one_line(
         capsys, "pretrain", "--project", "1", "--start-minutes", "-1"
     )
     assert main(["jobs"]) == 0
-    listed = capsys.readouterr().out.splitlines()  # the failed rank is on record, with its reason
-    assert len(listed) == 1 and "rank" in listed[0] and "failed" in listed[0] and "cannot reach" in listed[0]
+    listed = capsys.readouterr().out.splitlines()  # each failed rank is on record, with its reason
+    assert len(listed) == 2 and all("rank" in line and "failed" in line for line in listed)
+    assert sorted("cannot reach" in line for line in listed) == [False, True]
+    assert sorted("no model yet" in line for line in listed) == [False, True]
     assert "not running" in _one_line_error(capsys, "jobs", "fail", listed[0].split()[0])
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     assert "LABEL_STUDIO_API_KEY" in _one_line_error(capsys, "pretrain", "--project", "1")
