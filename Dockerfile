@@ -49,11 +49,10 @@ RUN if [ -n "${TORCH_INDEX_URL}" ]; then \
         pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"; \
     fi
 
-COPY pyproject.toml README.md label_config.xml label_config_brush.xml ./
+COPY pyproject.toml README.md ./
 COPY activeseg ./activeseg
 COPY ml_backend ./ml_backend
 COPY orchestrator ./orchestrator
-COPY sample_data ./sample_data
 COPY scripts/docker-healthcheck.py ./scripts/docker-healthcheck.py
 RUN pip install -e . \
     && python -c "import torch, torchvision; \

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from activeseg.imageio import is_supported_image
 
-BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "dsb2018_fluo24"
+BUNDLED_SAMPLE = Path(__file__).resolve().parent / "sample_data" / "dsb2018_fluo24"  # in the wheel too
 
 
 def shared_data() -> Path:

@@ -15,7 +15,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from activeseg.regions import Kind, labels_to_results, results_to_labels
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parent  # shipped inside the package, so a wheel has them
 #: the shipped label config per kind of region; ``--label-config`` picks one (polygons by default)
 LABEL_CONFIGS: dict[Kind, Path] = {
     "polygon": _ROOT / "label_config.xml",

@@ -1,4 +1,4 @@
-"""Rebuild the small CC0 sample bundled in ``sample_data/`` from the full DSB2018 folder.
+"""Rebuild the small CC0 sample bundled in ``activeseg/sample_data/`` from the full DSB2018 folder.
 
 The sample lets the demo and the tests run where ``../shared/data`` is absent. It is a seeded,
 size-stratified pick of 24 fluorescence images (with their labels) that avoids the four training
@@ -19,7 +19,7 @@ PICK = {("256", "256"): 14, ("360", "360"): 4, ("696", "520"): 4, ("640", "512")
 SEED = 2018
 
 
-def main(src: Path, dst: Path = Path("sample_data/dsb2018_fluo24")) -> None:
+def main(src: Path, dst: Path = Path("activeseg/sample_data/dsb2018_fluo24")) -> None:
     rows = list(csv.DictReader((src / "manifest.csv").open()))
     overlap_file = src.parent / "dsb2018_stage1_test" / "overlap_with_dsb2018_stage1_train.csv"
     excluded = {r["ref_id"] for r in csv.DictReader(overlap_file.open())} if overlap_file.exists() else set()

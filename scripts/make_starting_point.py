@@ -2,7 +2,7 @@
 
 The ``2d_lite`` network is trained on the ground-truth labels (``--labels pseudo``: the classical
 pseudo-labels, no human label) of the DSB2018 stage-1 fluorescence training images, less the 24
-images bundled in ``sample_data/`` (the demo's pool and held-out images), then stored in half
+images bundled in ``activeseg/sample_data/`` (the demo's pool and held-out images), then stored in half
 precision with what it was trained on. The shipped file:
 
     .venv/bin/python scripts/make_starting_point.py --minutes 25

@@ -21,6 +21,7 @@ from browser import CHROMEDRIVER, CHROMIUM, Chromium, log_in
 from PIL import Image
 from services import require_program
 
+from activeseg.labelconfig import LABEL_CONFIGS
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, free_port, prepare_from_template
 from activeseg.projectstate import ProjectDir
@@ -310,7 +311,7 @@ def test_loop_commands_fail_in_one_line(
     assert "cannot reach Label Studio" in unreachable
     assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")
     assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
-    brush_config = str(Path(__file__).resolve().parent.parent / "label_config_brush.xml")
+    brush_config = str(LABEL_CONFIGS["brush"])
     contradiction = _one_line_error(
         capsys, "init", "--images", str(sample_dir), "--files-root", str(tmp_path),
         "--regions", "polygon", "--label-config", brush_config,
