@@ -305,6 +305,56 @@ def typiclust(candidates: Candidates, k: int, rng: np.random.Generator, neighbou
     return np.concatenate([np.array(picked, dtype=np.int64), rest])
 
 
+def _nearest_other_cluster(unit: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Cosine distance of every row to the nearest row of another cluster (inf with one cluster)."""
+    nearest = np.full(len(unit), np.inf)
+    for start in range(0, len(unit), _CENTRE_BLOCK):
+        block = np.maximum(1.0 - unit[start : start + _CENTRE_BLOCK] @ unit.T, 0.0)
+        block[clusters[start : start + _CENTRE_BLOCK, None] == clusters[None, :]] = np.inf
+        nearest[start : start + len(block)] = block.min(axis=1)
+    return nearest
+
+
+def _within(unit: np.ndarray, others: np.ndarray, radius: float) -> np.ndarray:
+    """(N, M) bool: which rows of ``others`` lie within ``radius`` (cosine distance) of each row."""
+    inside = np.zeros((len(unit), len(others)), dtype=bool)
+    for start in range(0, len(unit), _CENTRE_BLOCK):
+        inside[start : start + _CENTRE_BLOCK] = 1.0 - unit[start : start + _CENTRE_BLOCK] @ others.T <= radius
+    return inside
+
+
+@register_strategy("probcover")
+def probcover(candidates: Candidates, k: int, rng: np.random.Generator, purity: float = 0.95) -> np.ndarray:
+    """ProbCover (Yehuda et al. 2022), TypiClust's successor at tiny budgets: balls of radius delta
+    around every image, and greedily the image whose ball covers the most images no pick (nor an
+    annotated image) covers yet. Delta is the largest radius at which ``purity`` of the balls stay
+    inside one k-means cluster of the features, so a ball stands for images alike. After the
+    core-set (or once everything is covered), the rest densest first."""
+    n = len(candidates.task_ids)
+    if n <= 1 or k == 0:
+        return rng.permutation(n)
+    unit = _normalise(candidates.features)
+    clusters = _kmeans(unit, min(max(k, 2), n), rng)
+    delta = float(np.quantile(_nearest_other_cluster(unit, clusters), 1.0 - purity))
+    if not np.isfinite(delta):  # one cluster only (identical features): every ball covers everything
+        delta = 2.0
+    ball = _within(unit, unit, delta)  # ball[i, j]: image j is in image i's ball
+    labelled = _normalise(candidates.labelled_features)
+    covered = _within(unit, labelled, delta).any(axis=1) if len(labelled) else np.zeros(n, dtype=bool)
+    gain = ball[:, ~covered].sum(axis=1)
+    picked: list[int] = []
+    while len(picked) < k and gain.max() > 0:
+        best = int(np.argmax(gain))
+        newly = ball[best] & ~covered
+        covered |= newly
+        gain -= ball[:, newly].sum(axis=1)
+        picked.append(best)
+    density = ball.sum(axis=1)
+    rest = np.setdiff1d(np.arange(n), picked)
+    rest = rest[np.argsort(-density[rest], kind="stable")]
+    return np.concatenate([np.array(picked, dtype=np.int64), rest])
+
+
 def rank(candidates: Candidates, k: int, strategy: str = DEFAULT_STRATEGY, seed: int = 0) -> Ranking:
     """Order the candidates with ``strategy`` and group each one with its nearest core-set member,
     so an annotator's correction of a core image can be read as standing for its cluster."""

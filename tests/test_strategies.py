@@ -82,7 +82,8 @@ def test_every_strategy_returns_a_deterministic_permutation(name: str, n: int) -
 
 def test_all_strategies_registered_and_default() -> None:
     assert set(STRATEGIES) == {
-        "random", "instance-random", "entropy", "coreset", "hybrid", "disagreement", "typiclust"
+        "random", "instance-random", "entropy", "coreset", "hybrid", "disagreement", "typiclust",
+        "probcover",
     }  # fmt: skip
     assert DEFAULT_STRATEGY == "disagreement" and rank(random_candidates(5), 2).strategy == "disagreement"
 
@@ -121,6 +122,19 @@ def test_typiclust_takes_the_typical_image_of_each_large_cluster() -> None:
             centre = features[members].mean(axis=0, keepdims=True)
             distance = cosine_distances(features[members], centre)[:, 0]
             assert distance[list(members).index(pick)] <= np.quantile(distance, 0.5)
+
+
+def test_probcover_covers_the_large_clusters_and_skips_what_is_annotated() -> None:
+    """Clusters of 30, 20 and 10 images and an outlying trio: at k = 3 the balls that cover most are
+    one in each large cluster, whatever the scale; once cluster 0 is annotated, the trio comes in."""
+    features = clusters([30, 20, 10, 3], [0, 1, 2, 3], [1.0, 2.0, 0.5, 1.0], seed=4)
+    group = np.repeat([0, 1, 2, 3], [30, 20, 10, 3])
+    for seed in range(3):
+        picks = rank(make(features), 3, "probcover", seed=seed).order[:3]
+        assert list(group[picks]) == [0, 1, 2], (seed, group[picks])
+    annotated = features[:5]  # images like cluster 0's, already corrected
+    picks = rank(make(features, labelled=annotated), 3, "probcover", seed=0).order[:3]
+    assert sorted(group[picks]) == [1, 2, 3], group[picks]
 
 
 def test_kcenter_picks_one_per_cluster_despite_scale() -> None:

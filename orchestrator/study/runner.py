@@ -88,7 +88,7 @@ FULL_FROM_SCRATCH = "full, from scratch"
 REFERENCE_ARMS = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)
 BASELINES = ("random", "instance-random")
 #: the strategies a study measures by default, besides the two random baselines
-CANDIDATES = ("hybrid", "disagreement", "typiclust", "entropy", "coreset")
+CANDIDATES = ("hybrid", "disagreement", "typiclust", "probcover", "entropy", "coreset")
 PRETRAINED = "pseudo-r0"
 POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
 #: what a study folder made before a setting existed was run with
