@@ -21,7 +21,14 @@ from activeseg.scores import ScoreStore, TaskScore, disagreement
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.queue_order import PushReport, push_order
 from orchestrator.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
-from orchestrator.strategies import NEEDS_DISAGREEMENT, Candidates, budget_to_k, get_strategy, rank
+from orchestrator.strategies import (
+    NEEDS_DISAGREEMENT,
+    NEEDS_MODEL,
+    Candidates,
+    budget_to_k,
+    get_strategy,
+    rank,
+)
 
 
 @dataclass(frozen=True)
@@ -87,11 +94,10 @@ def rank_project(
     """
     check_choices(budget, strategy)
     wanted = strategy or ctx.state().settings.strategy
-    if wanted in NEEDS_DISAGREEMENT and ctx.state().latest is None:  # before any image is scored
+    if wanted in NEEDS_MODEL and ctx.state().latest is None:  # before any image is scored
         raise LoopError(
-            f"the {wanted} strategy compares a trained nnU-Net with the pseudo-labels and this project has "
-            "no model yet: run 'activeseg pretrain' first, or rank before it with another --strategy "
-            "(e.g. typiclust or random)"
+            f"the {wanted} strategy ranks by a trained nnU-Net and this project has no model yet: run "
+            "'activeseg pretrain' first, or rank before it with another --strategy (e.g. typiclust or random)"
         )
     with ctx.dir.update() as st:  # remember the admin's choices for webhook-triggered rounds
         st.settings.budget = budget or st.settings.budget

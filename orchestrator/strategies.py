@@ -14,9 +14,12 @@ from math import ceil
 
 import numpy as np
 
-DEFAULT_STRATEGY = "disagreement"  # the study's winner: docs/results.md
+DEFAULT_STRATEGY = "entropy"  # the study's winner: docs/results.md
 #: strategies that read ``Candidates.disagreement`` (the loop computes it only for them)
 NEEDS_DISAGREEMENT = frozenset({"disagreement"})
+#: strategies measured on a trained nnU-Net's scores: ``rank`` refuses them before pretraining rather
+#: than rank by the pseudo-labels' own confidence, which the study never measured for them
+NEEDS_MODEL = NEEDS_DISAGREEMENT | {"entropy"}
 _CENTRE_BLOCK = 256  # centres per matrix product, so N x M distances never sit in memory at once
 
 

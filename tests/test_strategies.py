@@ -85,7 +85,7 @@ def test_all_strategies_registered_and_default() -> None:
         "random", "instance-random", "entropy", "coreset", "hybrid", "disagreement", "typiclust",
         "probcover",
     }  # fmt: skip
-    assert DEFAULT_STRATEGY == "disagreement" and rank(random_candidates(5), 2).strategy == "disagreement"
+    assert DEFAULT_STRATEGY == "entropy" and rank(random_candidates(5), 2).strategy == "entropy"
 
 
 @pytest.mark.parametrize("name", ["random", "instance-random"])
