@@ -7,7 +7,7 @@ without a GPU, torch or a Label Studio server.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
@@ -272,13 +272,19 @@ def _kmeans_once(
     return labels, float(np.sum(1.0 - np.max(unit @ centre.T, axis=1)))
 
 
+def _distance_blocks(unit: np.ndarray, others: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, cosine distances of the next rows of ``unit`` to every row of ``others``), a block
+    of rows at a time, so N x M distances never sit in memory at once."""
+    for start in range(0, len(unit), _CENTRE_BLOCK):
+        yield start, np.maximum(1.0 - unit[start : start + _CENTRE_BLOCK] @ others.T, 0.0)
+
+
 def _typicality(unit: np.ndarray, neighbours: int) -> np.ndarray:
     """1 / mean cosine distance to the ``neighbours`` nearest other rows (all 1 for a single row)."""
     n = len(unit)
     m = min(neighbours, n - 1)
     typicality = np.ones(n)
-    for start in range(0, n if m else 0, _CENTRE_BLOCK):  # blocks: N x N distances never in memory
-        block = np.maximum(1.0 - unit[start : start + _CENTRE_BLOCK] @ unit.T, 0.0)
+    for start, block in _distance_blocks(unit, unit) if m else ():
         nearest = np.partition(block, m, axis=1)[:, : m + 1]  # itself (0) and its m nearest
         typicality[start : start + len(block)] = 1.0 / (nearest.sum(axis=1) / m + 1e-12)
     return typicality
@@ -311,8 +317,7 @@ def typiclust(candidates: Candidates, k: int, rng: np.random.Generator, neighbou
 def _nearest_other_cluster(unit: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     """Cosine distance of every row to the nearest row of another cluster (inf with one cluster)."""
     nearest = np.full(len(unit), np.inf)
-    for start in range(0, len(unit), _CENTRE_BLOCK):
-        block = np.maximum(1.0 - unit[start : start + _CENTRE_BLOCK] @ unit.T, 0.0)
+    for start, block in _distance_blocks(unit, unit):
         block[clusters[start : start + _CENTRE_BLOCK, None] == clusters[None, :]] = np.inf
         nearest[start : start + len(block)] = block.min(axis=1)
     return nearest
@@ -321,8 +326,8 @@ def _nearest_other_cluster(unit: np.ndarray, clusters: np.ndarray) -> np.ndarray
 def _within(unit: np.ndarray, others: np.ndarray, radius: float) -> np.ndarray:
     """(N, M) bool: which rows of ``others`` lie within ``radius`` (cosine distance) of each row."""
     inside = np.zeros((len(unit), len(others)), dtype=bool)
-    for start in range(0, len(unit), _CENTRE_BLOCK):
-        inside[start : start + _CENTRE_BLOCK] = 1.0 - unit[start : start + _CENTRE_BLOCK] @ others.T <= radius
+    for start, block in _distance_blocks(unit, others):
+        inside[start : start + len(block)] = block <= radius
     return inside
 
 
