@@ -28,6 +28,8 @@ class TaskScore:
     instances: int
     features: np.ndarray
     labels: np.ndarray | None = None  # predicted instances (nnU-Net scorers only)
+    #: test-time-flip disagreement over the foreground (nnU-Net scorers, when a strategy asks)
+    flip_spread: float | None = None
 
 
 class ScoreStore:
@@ -51,6 +53,8 @@ class ScoreStore:
         }
         if score.labels is not None:
             arrays["labels"] = score.labels
+        if score.flip_spread is not None:
+            arrays["flip_spread"] = np.float64(score.flip_spread)
         with atomic_path(self.path(score.task_id)) as tmp, open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
 
@@ -64,6 +68,7 @@ class ScoreStore:
                 instances=int(data["instances"]),
                 features=data["features"],
                 labels=data.get("labels"),
+                flip_spread=float(data["flip_spread"]) if "flip_spread" in data.files else None,
             )
 
     def labels(self, task_id: int) -> np.ndarray | None:
@@ -71,13 +76,14 @@ class ScoreStore:
         return None if found is None else found.labels
 
 
-def foreground_entropy(entropy: np.ndarray, classes: np.ndarray) -> float:
-    """Mean entropy over the dilated predicted foreground; the whole image's if none."""
+def foreground_mean(values: np.ndarray, classes: np.ndarray) -> float:
+    """Mean of a per-pixel map (entropy, flip spread) over the dilated predicted foreground, where
+    errors happen; the whole image's if there is none."""
     foreground = classes > 0
     if foreground.any():
         foreground = ndimage.binary_dilation(foreground, iterations=FOREGROUND_DILATION)
-        return float(entropy[foreground].mean())
-    return float(entropy.mean())
+        return float(values[foreground].mean())
+    return float(values.mean())
 
 
 def disagreement(pseudo: np.ndarray, model: np.ndarray) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from activeseg.imageio import decode_image, model_channels
 from activeseg.labelconfig import RegionConfig
 from activeseg.projectstate import ProjectDir
-from activeseg.scores import ScoreStore, foreground_entropy
+from activeseg.scores import ScoreStore, foreground_mean
 from ml_backend.images import ImageSource, task_image_url
 from ml_backend.pseudolabelers.base import ModelLoadError
 
@@ -86,7 +86,7 @@ class ServedModels:
             fetched = images.fetch(task_image_url(task, config.image_key))
             image = decode_image(fetched.data, fetched.name)
             pred = self._predictor(project_id, version).predict(model_channels(image))
-            labels, uncertainty = pred.labels, foreground_entropy(pred.entropy, pred.classes)
+            labels, uncertainty = pred.labels, foreground_mean(pred.entropy, pred.classes)
         result = config.to_results(labels.astype(np.uint32))
         prediction = {"result": result, "score": round(1.0 - uncertainty, 4), "model_version": version}
         config.validate_prediction(prediction)

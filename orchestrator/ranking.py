@@ -23,6 +23,7 @@ from orchestrator.queue_order import PushReport, push_order
 from orchestrator.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
 from orchestrator.strategies import (
     NEEDS_DISAGREEMENT,
+    NEEDS_FLIPS,
     NEEDS_MODEL,
     Candidates,
     budget_to_k,
@@ -57,7 +58,8 @@ def _scorer(ctx: ProjectContext, state: ProjectState, tasks: list[dict[str, Any]
     """The scorer (models load here; only when something must be scored)."""
     model = state.latest
     if model is not None:
-        return NnunetScorer(ctx.dir.workspace, model, ctx.images, ctx.config, state.settings.device)
+        flips = state.settings.strategy in NEEDS_FLIPS
+        return NnunetScorer(ctx.dir.workspace, model, ctx.images, ctx.config, state.settings.device, flips)
     return ColdStartScorer(ctx.pseudo_version(tasks), ctx.images, ctx.config)
 
 
@@ -170,6 +172,9 @@ def _new_ranking(
         instances=np.array([s.instances for s in scores], dtype=np.int64),
         labelled_features=stack_features(done_scores) if done_scores else np.zeros((0, 1), np.float32),
         disagreement=_disagreement(ctx, tasks, scores) if settings.strategy in NEEDS_DISAGREEMENT else None,
+        flip_spread=np.array([s.flip_spread for s in scores], dtype=np.float64)
+        if settings.strategy in NEEDS_FLIPS
+        else None,
     )
     # core-set members of an open round that are already annotated keep their place in it
     kept = [t for t in open_round.coreset if t in annotated] if open_round else []

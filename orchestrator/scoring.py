@@ -3,7 +3,8 @@
 Two scorers:
 - :class:`NnunetScorer`: the current nnU-Net: mean per-pixel softmax entropy over the dilated
   predicted foreground (where errors happen; a mostly empty image is not "uncertain" just
-  because its background is large), features = pooled bottleneck activations.
+  because its background is large), features = pooled bottleneck activations; with ``flips``
+  (for the ``tta`` strategy) also the flipped predictions' spread over the same foreground.
 - :class:`ColdStartScorer`, before any nnU-Net exists: features from the SAM (LiteMedSAM)
   image encoder, uncertainty = 1 - the pseudo-label's own confidence score.
 """
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from activeseg.imageio import decode_image, model_channels
 from activeseg.labelconfig import RegionConfig
-from activeseg.scores import ScoreStore, TaskScore, foreground_entropy
+from activeseg.scores import ScoreStore, TaskScore, foreground_mean
 from ml_backend.images import ImageSource, task_image_url
 
 
@@ -29,28 +30,40 @@ class Scorer(Protocol):
 
     def score(self, task: dict[str, Any]) -> TaskScore: ...
 
+    def complete(self, stored: TaskScore) -> bool:
+        """Whether a stored score has everything this scorer computes."""
+        ...
+
 
 class NnunetScorer:
     """A trained model version of the project's nnU-Net workspace."""
 
-    def __init__(self, workspace: Any, version: str, images: ImageSource, config: RegionConfig, device: str):
+    def __init__(
+        self, workspace: Any, version: str, images: ImageSource, config: RegionConfig, device: str,
+        flips: bool = False,
+    ):  # fmt: skip
         from activeseg.nnunet.engine import Predictor
 
         self.name = version
-        self.images, self.config = images, config
+        self.images, self.config, self.flips = images, config, flips
         self.predictor = Predictor(workspace, version, device=device)
 
     def score(self, task: dict[str, Any]) -> TaskScore:
         fetched = self.images.fetch(task_image_url(task, self.config.image_key))
-        image = decode_image(fetched.data, fetched.name)
-        pred = self.predictor.predict(model_channels(image))
+        channels = model_channels(decode_image(fetched.data, fetched.name))
+        pred = self.predictor.predict(channels)
+        spread = self.predictor.flip_spread(channels, pred.probabilities) if self.flips else None
         return TaskScore(
             task_id=int(task["id"]),
-            uncertainty=foreground_entropy(pred.entropy, pred.classes),
+            uncertainty=foreground_mean(pred.entropy, pred.classes),
             instances=int(pred.labels.max()),
             features=pred.features,
             labels=pred.labels.astype(np.uint16 if pred.labels.max() < 65536 else np.uint32),
+            flip_spread=None if spread is None else foreground_mean(spread, pred.classes),
         )
+
+    def complete(self, stored: TaskScore) -> bool:
+        return stored.labels is not None and (not self.flips or stored.flip_spread is not None)
 
 
 class ColdStartScorer:
@@ -95,12 +108,16 @@ class ColdStartScorer:
             features=self._embed(image).astype(np.float32),
         )
 
+    def complete(self, stored: TaskScore) -> bool:
+        return True
+
 
 def score_tasks(
     scorer: Scorer, store: ScoreStore, tasks: Sequence[dict[str, Any]], progress: bool = True
 ) -> tuple[list[TaskScore], list[tuple[int, str]]]:
-    """Scores of ``tasks`` (computed where missing) and the (task id, error) of those that failed."""
-    todo = [t for t in tasks if not store.has(int(t["id"]))]
+    """Scores of ``tasks`` (computed where missing or incomplete, e.g. without the flip spread a
+    strategy chose later needs) and the (task id, error) of those that failed."""
+    todo = [t for t in tasks if (stored := store.get(int(t["id"]))) is None or not scorer.complete(stored)]
     errors: list[tuple[int, str]] = []
     for task in tqdm(todo, desc=f"scoring with {scorer.name}", unit="task", disable=not progress or not todo):
         try:

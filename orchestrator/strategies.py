@@ -17,9 +17,11 @@ import numpy as np
 DEFAULT_STRATEGY = "entropy"  # the study's winner: docs/results.md
 #: strategies that read ``Candidates.disagreement`` (the loop computes it only for them)
 NEEDS_DISAGREEMENT = frozenset({"disagreement"})
+#: strategies that read ``Candidates.flip_spread`` (scoring predicts each image 4 times only for them)
+NEEDS_FLIPS = frozenset({"tta"})
 #: strategies measured on a trained nnU-Net's scores: ``rank`` refuses them before pretraining rather
 #: than rank by the pseudo-labels' own confidence, which the study never measured for them
-NEEDS_MODEL = NEEDS_DISAGREEMENT | {"entropy"}
+NEEDS_MODEL = NEEDS_DISAGREEMENT | NEEDS_FLIPS | {"entropy", "count-strata"}
 _CENTRE_BLOCK = 256  # centres per matrix product, so N x M distances never sit in memory at once
 
 
@@ -35,6 +37,9 @@ class Candidates:
     #: (N,) in [0, 1]: how much the model's instances disagree with the image's pseudo-label
     #: (1 - mSA of one against the other); None where no model and pseudo-label are both at hand
     disagreement: np.ndarray | None = None
+    #: (N,) >= 0: how much the model's predictions of the image flipped (left-right, up-down, both)
+    #: disagree, over the predicted foreground; None unless a strategy needs it (NEEDS_FLIPS)
+    flip_spread: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if np.ndim(self.task_ids) != 1:
@@ -54,12 +59,10 @@ class Candidates:
             raise ValueError("uncertainty and features must be finite (no NaN or inf)")
         if np.any(np.asarray(self.instances) < 0):
             raise ValueError("instances must be non-negative counts")
-        if self.disagreement is not None and (
-            np.shape(self.disagreement) != (n,) or not np.all(np.isfinite(self.disagreement))
-        ):
-            raise ValueError(
-                f"disagreement must be finite with shape ({n},), got {np.shape(self.disagreement)}"
-            )
+        for name in ("disagreement", "flip_spread"):
+            values = getattr(self, name)
+            if values is not None and (np.shape(values) != (n,) or not np.all(np.isfinite(values))):
+                raise ValueError(f"{name} must be finite with shape ({n},), got {np.shape(values)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,6 +237,34 @@ def disagreement(candidates: Candidates, k: int, rng: np.random.Generator) -> np
     if candidates.disagreement is None:
         raise ValueError("the disagreement strategy needs a trained model's instances and pseudo-labels")
     return np.argsort(-np.asarray(candidates.disagreement, dtype=np.float64), kind="stable")
+
+
+@register_strategy("tta")
+def tta(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Test-time-augmentation disagreement first: where the model's answer changes when the image is
+    flipped, it has not learnt the cells there, whatever its softmax confidence says."""
+    if candidates.flip_spread is None:
+        raise ValueError("the tta strategy needs a trained model's flip spread (scored with flips)")
+    return np.argsort(-np.asarray(candidates.flip_spread, dtype=np.float64), kind="stable")
+
+
+@register_strategy("count-strata")
+def count_strata(candidates: Candidates, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Entropy within cell-count strata: the pool sorted by predicted cell count and cut into k
+    strata of equal size, and from each its least sure image. Plain entropy tends to pick the
+    densest images (many cells to correct, one kind of image); this keeps its uncertainty but
+    spreads the core-set from sparse to crowded fields. After the core-set, the rest by entropy."""
+    n = len(candidates.task_ids)
+    if n == 0 or k == 0:
+        return _by_uncertainty(candidates)
+    uncertainty = np.asarray(candidates.uncertainty, dtype=np.float64)
+    by_count = np.argsort(np.asarray(candidates.instances), kind="stable")
+    picked = np.array(
+        [s[np.argmax(uncertainty[s])] for s in np.array_split(by_count, min(k, n))], dtype=np.int64
+    )
+    picked = picked[np.argsort(-uncertainty[picked], kind="stable")]
+    order = _by_uncertainty(candidates)
+    return np.concatenate([picked, order[~np.isin(order, picked)]])
 
 
 def _kmeans(unit: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 5) -> np.ndarray:

@@ -35,6 +35,7 @@ from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.scoring import NnunetScorer, score_tasks
 from orchestrator.serving import LabelsOf, compare, decide
+from orchestrator.strategies import NEEDS_FLIPS
 from orchestrator.training_data import (
     CaseReport,
     best_labels,
@@ -83,7 +84,10 @@ def _existing(ctx: ProjectContext, version: str) -> ModelInfo | None:
 
 
 def _score_all(ctx: ProjectContext, version: str, tasks: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
-    scorer = NnunetScorer(ctx.dir.workspace, version, ctx.images, ctx.config, ctx.state().settings.device)
+    settings = ctx.state().settings
+    scorer = NnunetScorer(
+        ctx.dir.workspace, version, ctx.images, ctx.config, settings.device, settings.strategy in NEEDS_FLIPS
+    )
     _, errors = score_tasks(scorer, ScoreStore(ctx.dir.scores_dir(version)), tasks)
     return errors
 

@@ -176,6 +176,9 @@ def test_plan_train_predict_finetune(
     tta = predictor.predict(model_channels(held_out[0].image), tta=True)
     assert tta.disagreement is not None and tta.disagreement.shape == held_out[0].labels.shape
     assert tta.disagreement.min() >= 0 and np.allclose(tta.probabilities.sum(axis=0), 1, atol=1e-3)
+    plain = predictor.predict(model_channels(held_out[0].image))  # the flip spread beside the plain answer
+    spread = predictor.flip_spread(model_channels(held_out[0].image), plain.probabilities)
+    np.testing.assert_allclose(spread, tta.disagreement, atol=1e-6)
 
     # corrections replace two pseudo-labels; fine-tune from the pretrained model with all its weights
     export_dataset(

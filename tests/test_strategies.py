@@ -26,6 +26,7 @@ def make(
     instances: np.ndarray | None = None,
     labelled: np.ndarray | None = None,
     disagreement: np.ndarray | None = None,
+    flip_spread: np.ndarray | None = None,
 ) -> Candidates:
     n, d = features.shape
     return Candidates(
@@ -35,14 +36,14 @@ def make(
         instances=np.zeros(n, int) if instances is None else instances,
         labelled_features=np.empty((0, d), np.float32) if labelled is None else labelled,
         disagreement=np.linspace(1, 0, n) if disagreement is None else disagreement,
+        flip_spread=np.linspace(0.5, 0, n) if flip_spread is None else flip_spread,
     )
 
 
 def random_candidates(n: int, seed: int = 0) -> Candidates:
     rng = np.random.default_rng(seed)
-    return make(
-        rng.normal(size=(n, D)), rng.random(n), rng.integers(0, 30, n), rng.normal(size=(2, D)), rng.random(n)
-    )
+    features, uncertainty, instances = rng.normal(size=(n, D)), rng.random(n), rng.integers(0, 30, n)
+    return make(features, uncertainty, instances, rng.normal(size=(2, D)), rng.random(n), rng.random(n))
 
 
 def clusters(sizes: list[int], dims: list[int], scales: list[float], seed: int = 0) -> np.ndarray:
@@ -83,7 +84,7 @@ def test_every_strategy_returns_a_deterministic_permutation(name: str, n: int) -
 def test_all_strategies_registered_and_default() -> None:
     assert set(STRATEGIES) == {
         "random", "instance-random", "entropy", "coreset", "hybrid", "disagreement", "typiclust",
-        "probcover",
+        "probcover", "tta", "count-strata",
     }  # fmt: skip
     assert DEFAULT_STRATEGY == "entropy" and rank(random_candidates(5), 2).strategy == "entropy"
 
@@ -107,6 +108,26 @@ def test_disagreement_puts_where_model_and_pseudo_label_differ_first() -> None:
     fields = {name: getattr(candidates, name) for name in candidates.__dataclass_fields__}
     with pytest.raises(ValueError, match="needs a trained model"):
         rank(Candidates(**{**fields, "disagreement": None}), 2, "disagreement")
+
+
+def test_tta_puts_where_flipped_predictions_disagree_first() -> None:
+    candidates = make(np.eye(5, D), flip_spread=np.array([0.02, 0.3, 0.1, 0.3, 0.0]))
+    np.testing.assert_array_equal(rank(candidates, 2, "tta").order, [1, 3, 2, 0, 4])
+    fields = {name: getattr(candidates, name) for name in candidates.__dataclass_fields__}
+    with pytest.raises(ValueError, match="flip spread"):
+        rank(Candidates(**{**fields, "flip_spread": None}), 2, "tta")
+
+
+def test_count_strata_takes_the_least_sure_image_of_each_count_stratum() -> None:
+    """Dense images are the least sure here, so entropy takes only them; count-strata takes the
+    least sure image of the sparse, the middle and the dense third, then the rest by entropy."""
+    instances = np.array([1, 2, 3, 10, 11, 12, 50, 60, 70])
+    uncertainty = np.array([0.10, 0.30, 0.20, 0.45, 0.40, 0.50, 0.90, 0.80, 0.70])
+    candidates = make(np.eye(9, D + 1)[:, :D] + 0.1, uncertainty, instances)
+    np.testing.assert_array_equal(rank(candidates, 3, "entropy").order[:3], [6, 7, 8])
+    order = rank(candidates, 3, "count-strata").order
+    np.testing.assert_array_equal(order[:3], [6, 5, 1])
+    np.testing.assert_array_equal(order[3:], [7, 8, 3, 4, 2, 0])
 
 
 def test_typiclust_takes_the_typical_image_of_each_large_cluster() -> None:
@@ -308,7 +329,9 @@ def test_budget_to_k_rejects(budget: object) -> None:
 
 
 def test_registry_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match=r"unknown strategy 'nope'; known: coreset, disagreement, entropy"):
+    with pytest.raises(
+        ValueError, match=r"unknown strategy 'nope'; known: coreset, count-strata, disagreement, entropy"
+    ):
         get_strategy("nope")
     with pytest.raises(ValueError, match="already registered"):
         register_strategy("random")(lambda c, k, rng: np.arange(len(c.task_ids)))
@@ -352,6 +375,7 @@ def test_candidates_validation() -> None:
         "features": (np.zeros((4, D)), r"features must have shape \(5, D\)"),
         "labelled_features": (np.zeros((2, D + 1)), r"labelled_features must have shape \(M, 8\)"),
         "disagreement": (np.array([0, 1, np.inf, 0, 0]), r"disagreement must be finite with shape \(5,\)"),
+        "flip_spread": (np.zeros(4), r"flip_spread must be finite with shape \(5,\)"),
     }
     for name, (value, message) in bad_values.items():
         with pytest.raises(ValueError, match=message):

@@ -189,12 +189,13 @@ def test_selection_follows_the_strategies(tmp_path: Path) -> None:
     features = rng.normal(size=(n, 8)).astype(np.float32)
     np.savez(tmp_path / "pool_scores.npz", ids=ids, uncertainty=np.linspace(0, 1, n),
              instances=rng.integers(1, 50, n), features=features,
-             disagreement=np.linspace(1, 0, n))  # fmt: skip
+             disagreement=np.linspace(1, 0, n), flip_spread=(np.arange(n) % 7) / 7.0)  # fmt: skip
     study = Study(config(), tmp_path)
     hybrid = study.select("hybrid", 4, 0)
     assert len(set(hybrid)) == 4 and all(int(i.removeprefix("img")) >= n // 2 for i in hybrid)
     assert study.select("entropy", 4, 0) == ["img39", "img38", "img37", "img36"]
     assert study.select("disagreement", 4, 0) == ["img0", "img1", "img2", "img3"]
+    assert study.select("tta", 4, 0) == ["img6", "img13", "img20", "img27"]  # spread 6/7, in id order
     picks = {tuple(study.select("random", 4, seed)) for seed in range(5)}
     assert len(picks) > 1
     assert study.select("random", 4, 3) == study.select("random", 4, 3)
@@ -348,3 +349,15 @@ def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
     other = subprocess.run([*cmd, "--finetune-iterations", "2"], capture_output=True, text=True)
     assert other.returncode == 2 and "holds a study with other settings" in other.stderr
+
+    # a strategy added later that needs the flipped predictions: they are added to the cached scores,
+    # which stay as they were, so the earlier arms' picks still hold
+    cached = dict(np.load(out / "pool_scores.npz"))
+    with_tta = subprocess.run([*cmd[:-1], "disagreement,tta"], capture_output=True, text=True, timeout=600)
+    assert with_tta.returncode == 0, with_tta.stdout[-2000:] + with_tta.stderr[-2000:]
+    assert "study: 10 runs, 9 already done" in with_tta.stdout
+    scores = dict(np.load(out / "pool_scores.npz"))
+    assert set(scores) == set(cached) | {"flip_spread"} and np.all(scores["flip_spread"] >= 0)
+    assert all(np.array_equal(scores[key], cached[key]) for key in cached)
+    by_spread = [str(scores["ids"][i]) for i in np.argsort(-scores["flip_spread"], kind="stable")[:3]]
+    assert json.loads((out / "runs" / "tta_k3_s0.json").read_text())["picked"] == by_spread

@@ -449,13 +449,8 @@ class Predictor:
         features = np.concatenate(self._pooled).mean(axis=0) if self._pooled else np.zeros(0, np.float32)
         disagreement = None
         if tta:
-            runs = [probs]
-            for axes in ((2,), (1,), (1, 2)):
-                flipped = np.flip(channels, axis=axes).copy()
-                runs.append(np.flip(self._probabilities(flipped), axis=axes))
-            stack = np.stack(runs)
-            probs = stack.mean(axis=0)
-            disagreement = stack.std(axis=0).mean(axis=0)
+            stack = self._with_flips(channels, probs)
+            probs, disagreement = stack.mean(axis=0), stack.std(axis=0).mean(axis=0)
         classes = probs.argmax(axis=0).astype(np.uint8)
         return Prediction(
             labels=classes_to_instances(classes, self.min_area),
@@ -464,6 +459,21 @@ class Predictor:
             features=features.astype(np.float32),
             disagreement=disagreement,
         )
+
+    def flip_spread(self, channels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Per-pixel disagreement of the flipped predictions with ``probabilities`` (the plain
+        prediction of ``channels``): as ``predict(tta=True).disagreement``, without changing the
+        plain answer (whose entropy the other strategies rank by)."""
+        return self._with_flips(channels, probabilities).std(axis=0).mean(axis=0)
+
+    def _with_flips(self, channels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """(4, K, H, W): ``probs`` and the predictions of the image flipped left-right, up-down and
+        both, each flipped back."""
+        runs = [probs]
+        for axes in ((2,), (1,), (1, 2)):
+            flipped = np.flip(channels, axis=axes).copy()
+            runs.append(np.flip(self._probabilities(flipped), axis=axes))
+        return np.stack(runs)
 
     def predict_many(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         return [self.predict(img) for img in images]

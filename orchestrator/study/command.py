@@ -16,7 +16,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the reduced study that fits 2 CPU cores (pool 300, every candidate, 1-10 %, 3 seeds)
     "cpu": {
         "pool_size": "300", "budgets": "1%,2%,5%,10%", "seeds": "0,1,2",
-        "strategies": "hybrid,disagreement,typiclust,probcover,entropy,coreset",
+        "strategies": "hybrid,disagreement,typiclust,probcover,entropy,coreset,tta,count-strata",
         "pretrain_iterations": 2000, "finetune_iterations": 250, "iterations_per_epoch": 50,
         "full_iterations": None, "full_curve": "", "unannotated_size": "50", "device": "cpu", "workers": 2,
     },

@@ -74,9 +74,9 @@ from activeseg.nnunet.engine import (
 from activeseg.nnunet.plans import default_configuration
 from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
-from activeseg.scores import disagreement, foreground_entropy
+from activeseg.scores import disagreement, foreground_mean
 from orchestrator.context import LoopError
-from orchestrator.strategies import STRATEGIES, Candidates, budget_to_k, rank
+from orchestrator.strategies import NEEDS_FLIPS, STRATEGIES, Candidates, budget_to_k, rank
 from orchestrator.study.split import split_pool_test
 from orchestrator.training_data import oversample_human
 
@@ -88,7 +88,7 @@ FULL_FROM_SCRATCH = "full, from scratch"
 REFERENCE_ARMS = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, FULL_FROM_PSEUDO, FULL_FROM_SCRATCH)
 BASELINES = ("random", "instance-random")
 #: the strategies a study measures by default, besides the two random baselines
-CANDIDATES = ("hybrid", "disagreement", "typiclust", "probcover", "entropy", "coreset")
+CANDIDATES = ("hybrid", "disagreement", "typiclust", "probcover", "entropy", "coreset", "tta", "count-strata")
 PRETRAINED = "pseudo-r0"
 POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
 #: what a study folder made before a setting existed was run with
@@ -511,33 +511,43 @@ class Study:
 
     # -- selection ----------------------------------------------------------------------------
     def pool_scores(self) -> dict[str, np.ndarray]:
-        """What the pseudo model says about each pool image (cached: one prediction per image)."""
+        """What the pseudo model says about each pool image (cached: one prediction per image, and
+        four more, flipped, once a strategy needs the flip spread)."""
         path = self.out / "pool_scores.npz"
+        scores: dict[str, np.ndarray] = {}
         if path.is_file():
             with np.load(path) as data:
                 if "disagreement" in data.files:  # folders from before it was scored: score again
-                    return {k: data[k] for k in data.files}
+                    scores = {k: data[k] for k in data.files}
+        flips = any(s in NEEDS_FLIPS for s in self.config.strategies)
+        if scores and (not flips or "flip_spread" in scores):
+            return scores
         self._pretrain()
         predictor = self._predictor(PRETRAINED)
         rows = []
-        for im in tqdm(self.pool, desc="scoring the pool", unit="image"):
-            pred = predictor.predict(model_channels(im.pixels))
-            uncertainty = foreground_entropy(pred.entropy, pred.classes)
+        for im in tqdm(self.pool, desc="scoring the pool" + (" with flips" if flips else ""), unit="image"):
+            channels = model_channels(im.pixels)
+            pred = predictor.predict(channels)
+            spread = predictor.flip_spread(channels, pred.probabilities) if flips else None
             rows.append(
-                (
-                    uncertainty,
-                    int(pred.labels.max()),
-                    pred.features,
-                    disagreement(self.pseudo[im.id], pred.labels),
-                )
+                {
+                    "uncertainty": foreground_mean(pred.entropy, pred.classes),
+                    "instances": int(pred.labels.max()),
+                    "features": pred.features,
+                    "disagreement": disagreement(self.pseudo[im.id], pred.labels),
+                    **({} if spread is None else {"flip_spread": foreground_mean(spread, pred.classes)}),
+                }
             )
-        scores = {
+        fresh = {
             "ids": np.array([im.id for im in self.pool]),
-            "uncertainty": np.array([r[0] for r in rows], dtype=np.float64),
-            "instances": np.array([r[1] for r in rows], dtype=np.int64),
-            "features": np.stack([r[2] for r in rows]).astype(np.float32),
-            "disagreement": np.array([r[3] for r in rows], dtype=np.float64),
+            "uncertainty": np.array([r["uncertainty"] for r in rows], dtype=np.float64),
+            "instances": np.array([r["instances"] for r in rows], dtype=np.int64),
+            "features": np.stack([r["features"] for r in rows]).astype(np.float32),
+            "disagreement": np.array([r["disagreement"] for r in rows], dtype=np.float64),
         }
+        if flips:
+            fresh["flip_spread"] = np.array([r["flip_spread"] for r in rows], dtype=np.float64)
+        scores = {**fresh, **scores}  # what was cached stays, so earlier runs' picks stay the same
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, **scores)
         tmp.replace(path)
@@ -551,7 +561,7 @@ class Study:
             task_ids=np.arange(len(features), dtype=np.int64), uncertainty=scores["uncertainty"],
             features=features, instances=scores["instances"],
             labelled_features=np.zeros((0, features.shape[1]), np.float32),
-            disagreement=scores["disagreement"],
+            disagreement=scores["disagreement"], flip_spread=scores.get("flip_spread"),
         )  # fmt: skip
         order = rank(candidates, k, strategy=arm, seed=seed).order[:k]
         return [str(scores["ids"][i]) for i in order]
