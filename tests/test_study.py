@@ -361,3 +361,24 @@ def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
     assert all(np.array_equal(scores[key], cached[key]) for key in cached)
     by_spread = [str(scores["ids"][i]) for i in np.argsort(-scores["flip_spread"], kind="stable")[:3]]
     assert json.loads((out / "runs" / "tta_k3_s0.json").read_text())["picked"] == by_spread
+
+    # committed to a repository, the folder carries what another machine needs to go on paired:
+    # the clone trains no new pseudo model and adds seed 1 beside the finished runs
+    git = ["git", "-c", "user.name=study", "-c", "user.email=study@example.org", "-C"]
+    subprocess.run(["git", "init", "-q", str(out)], check=True)
+    subprocess.run([*git, str(out), "add", "."], check=True)
+    subprocess.run([*git, str(out), "commit", "-qm", "study"], check=True)
+    tracked = subprocess.run([*git, str(out), "ls-files"], capture_output=True, text=True, check=True).stdout
+    assert "pseudo-r0/" in tracked and "checkpoint_final.pth" in tracked and "/imagesTr/" not in tracked
+    assert "runs/tta_k3_s0.json" in tracked and "pool_scores.npz" in tracked
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(out), str(clone)], check=True)
+    checkpoint = next((clone / "nnunet" / "models" / "pseudo-r0").rglob("checkpoint_final.pth"))
+    weights = checkpoint.read_bytes()
+    cmd_clone = [*cmd[:-1], "disagreement,tta", "--no-full", "--seeds", "0,1"]
+    cmd_clone[cmd_clone.index(str(out))] = str(clone)
+    resumed = subprocess.run(cmd_clone, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "study: 12 runs, 7 already done" in resumed.stdout
+    assert checkpoint.read_bytes() == weights  # the pseudo model came with the folder
+    assert (clone / "runs" / "tta_k3_s1.json").is_file() and (clone / "runs" / "random_k3_s1.json").is_file()

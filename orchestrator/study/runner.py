@@ -39,7 +39,10 @@ lab) and (c) ``shift``, another distribution (DSB2018 stage-1 test) as a domain-
 
 Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash during training
 resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
-budgets and seeds can be added later.
+budgets and seeds can be added later. Its ``.gitignore`` keeps what another machine needs to go on
+with the same pseudo model (the runs, the pool's scores, the pseudo model and nnU-Net's plans: about
+10 MB) and leaves out what the study makes again (datasets, preprocessed data), so a study committed
+to a repository continues, still paired, in a later session.
 """
 
 from __future__ import annotations
@@ -90,6 +93,24 @@ BASELINES = ("random", "instance-random")
 #: the strategies a study measures by default, besides the two random baselines
 CANDIDATES = ("hybrid", "disagreement", "typiclust", "probcover", "entropy", "coreset", "tta", "count-strata")
 PRETRAINED = "pseudo-r0"
+#: a study folder's .gitignore: the state a later session needs to continue the study paired (what
+#: runs read and cannot make again identically: the pseudo model, the plans it was trained under, the
+#: pool's scores that picked every core-set) is kept; the rest the study makes again
+PORTABLE_STATE = f"""# written by activeseg study: commit this folder to continue the study on another machine
+*
+!*/
+!/.gitignore
+!/study.json
+!/pool_scores.npz
+!/runs/*.json
+!/results.*
+!/msa_vs_annotated.png
+!/nnunet/nnUNet_preprocessed/*/nnUNetPlans.json
+!/nnunet/nnUNet_preprocessed/*/dataset.json
+!/nnunet/nnUNet_preprocessed/*/dataset_fingerprint.json
+!/nnunet/models/{PRETRAINED}/**
+/nnunet/models/{PRETRAINED}/**/checkpoint_latest.pth
+"""
 POOL_SEED = 0  # which training images form the pool: fixed, so every study seed sees the same pool
 #: what a study folder made before a setting existed was run with
 SETTINGS_BEFORE_THEY_EXISTED = {
@@ -253,6 +274,8 @@ class Study:
         self.runs_dir = self.out / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._check_settings()
+        if not (self.out / ".gitignore").is_file():
+            atomic_write_text(self.out / ".gitignore", PORTABLE_STATE)
         self.ws = Workspace.open(self.out / "nnunet", create=True)
         self._pool: list[Image] | None = None
         self._test: list[Image] | None = None
