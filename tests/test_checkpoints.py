@@ -9,9 +9,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
+import xxhash
 
 from ml_backend import checkpoints
-from ml_backend.checkpoints import Checkpoint, CheckpointError, fetch
+from ml_backend.checkpoints import Checkpoint, CheckpointError, digest_of, fetch
+from ml_backend.pseudolabelers.sam_models import build_tiny_sam, read_sam_state
 
 
 @pytest.fixture
@@ -37,9 +40,10 @@ def mirror(tmp_path: Path):
 
 
 def register(
-    monkeypatch: pytest.MonkeyPatch, name: str, file: str, content: bytes, sha: str | None = None
+    monkeypatch: pytest.MonkeyPatch, name: str, file: str, content: bytes, digest: str | None = None
 ) -> None:
-    ckpt = Checkpoint(file, sha or hashlib.sha256(content).hexdigest(), len(content), "vit_b")
+    digest = digest or f"sha256:{hashlib.sha256(content).hexdigest()}"
+    ckpt = Checkpoint(file, digest, len(content), "vit_b", f"http://127.0.0.1:9/{file}", "test")
     monkeypatch.setitem(checkpoints.KNOWN, name, ckpt)
 
 
@@ -60,7 +64,7 @@ def test_fetch_verifies_and_skips_a_verified_copy(
 def test_checksum_mismatch_leaves_nothing(mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url, served, _ = mirror
     (served / "w.pth").write_bytes(b"tampered")
-    register(monkeypatch, "test", "w.pth", b"tampered", sha="0" * 64)
+    register(monkeypatch, "test", "w.pth", b"tampered", digest="sha256:" + "0" * 64)
     with pytest.raises(CheckpointError, match="does not match"):
         fetch("test", tmp_path / "ckpt", base_url=url, progress=False)
     assert list((tmp_path / "ckpt").iterdir()) == []
@@ -75,6 +79,37 @@ def test_missing_file_and_unknown_name(mirror, tmp_path: Path, monkeypatch: pyte
         fetch("sam_vit_z", tmp_path)
 
 
-def test_known_official_checkpoints() -> None:
-    assert set(checkpoints.KNOWN) == {"sam_vit_b", "sam_vit_l", "sam_vit_h"}
-    assert all(len(c.sha256) == 64 for c in checkpoints.KNOWN.values())
+def test_known_checkpoints() -> None:
+    """Meta's SAM with SHA-256, micro-sam's light-microscopy generalists with xxh128 (its registry's)."""
+    assert set(checkpoints.KNOWN) == {"sam_vit_b", "sam_vit_l", "sam_vit_h", "vit_b_lm", "vit_l_lm"}
+    for name, ckpt in checkpoints.KNOWN.items():
+        algorithm, _, value = ckpt.digest.partition(":")
+        assert (algorithm, len(value)) == (("xxh128", 32) if name.endswith("_lm") else ("sha256", 64))
+        assert ckpt.url.startswith("https://") and ckpt.sam_type == name.removeprefix("sam_")[:5]
+    assert checkpoints.KNOWN["vit_b_lm"].url.endswith("/diplomatic-bug/1.2/files/vit_b.pt")
+    with pytest.raises(ValueError, match="digest must be one of"):
+        Checkpoint("x.pt", "md5:abc", None, "vit_b", "https://example.org/x.pt", "test")
+
+
+def test_a_micro_sam_checkpoint_is_fetched_with_its_xxh128_and_loads_into_sam(
+    mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny random SAM written as micro-sam writes its training checkpoints (``model_state``, keys
+    prefixed ``sam.``), served by a local mirror under the known name's file, checked by xxh128."""
+    url, served, hits = mirror
+    sam = build_tiny_sam(seed=0)
+    state = {"model_state": {f"sam.{k}": v for k, v in sam.state_dict().items()}, "iteration": 7}
+    torch.save(state, served / "vit_b_lm.pt")
+    content = (served / "vit_b_lm.pt").read_bytes()
+    register(monkeypatch, "vit_b_lm", "vit_b_lm.pt", content, f"xxh128:{xxhash.xxh128(content).hexdigest()}")
+    monkeypatch.setenv("ACTIVESEG_CHECKPOINT_MIRROR", url)
+    path = fetch("vit_b_lm", tmp_path / "ckpt", progress=False)
+    assert hits == ["/vit_b_lm.pt"] and digest_of(path, "xxh128") == xxhash.xxh128(content).hexdigest()
+    loaded = build_tiny_sam(seed=1)
+    loaded.load_state_dict(read_sam_state(path))
+    assert all(torch.equal(v, sam.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+    register(monkeypatch, "vit_b_lm", "vit_b_lm.pt", content, "xxh128:" + "0" * 32)
+    with pytest.raises(CheckpointError, match=r"xxh128 .* does not match"):
+        fetch("vit_b_lm", tmp_path / "other", progress=False)
+    assert list((tmp_path / "other").iterdir()) == []

@@ -133,6 +133,16 @@ def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
         load_sam_checkpoint(tiny, "vit_b")
     with pytest.raises(ModelLoadError, match="unknown SAM model type"):
         load_sam_checkpoint(tiny, "vit_x")
+    wider = tmp_path / "vit_l_lm.pt"  # the encoder's width says which architecture a file is
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1024, 3, 16, 16)}, wider)
+    with pytest.raises(
+        ModelLoadError, match="is a vit_l checkpoint, not vit_b: set ACTIVESEG_SAM_TYPE=vit_l"
+    ):
+        load_sam_checkpoint(wider, "vit_b")
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
+    with pytest.raises(ModelLoadError, match="holds a list, not a SAM state dict"):
+        load_sam_checkpoint(listed)
     with pytest.raises(ValueError, match="unknown pseudo-labeller"):
         build_pseudolabeler("magic")
 

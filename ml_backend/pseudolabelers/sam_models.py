@@ -27,8 +27,33 @@ def checkpoint_id(path: str | os.PathLike[str]) -> str:
     return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
+#: the image encoder's width of each SAM architecture (how a state dict says which one it is)
+ENCODER_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+
+
+def read_sam_state(path: Path) -> dict[str, torch.Tensor]:
+    """A SAM state dict from any of the files labs have: Meta's checkpoints and micro-sam's released
+    weights (plain state dicts), or micro-sam's training checkpoints (under ``model_state``, keys
+    prefixed ``sam.``). Tensors only (``weights_only``): a checkpoint cannot run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read SAM checkpoint {path}: {str(exc)[:300]}") from exc
+    if isinstance(state, dict) and "model_state" in state:
+        state = state["model_state"]
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a SAM state dict")
+    return {k.removeprefix("sam."): v for k, v in state.items()}
+
+
+def sam_type_of(state: dict[str, torch.Tensor]) -> str | None:
+    """vit_b, vit_l or vit_h, from the encoder's width; None for other encoders (e.g. TinyViT)."""
+    weight = state.get("image_encoder.patch_embed.proj.weight")
+    return None if weight is None else ENCODER_WIDTH.get(int(weight.shape[0]))
+
+
 def load_sam_checkpoint(path: str | os.PathLike[str], model_type: str = "vit_b") -> Sam:
-    """An official SAM (or SAM-architecture, e.g. micro-sam ``vit_b_lm``) checkpoint from disk."""
+    """A SAM-architecture checkpoint from disk: Meta's SAM or micro-sam's ``vit_b_lm``/``vit_l_lm``."""
     path = Path(path)
     if model_type not in SAM_TYPES:
         raise ModelLoadError(f"unknown SAM model type {model_type!r}; use one of {', '.join(SAM_TYPES)}")
@@ -37,13 +62,13 @@ def load_sam_checkpoint(path: str | os.PathLike[str], model_type: str = "vit_b")
             f"SAM checkpoint {path} does not exist; give the path of a downloaded {model_type} "
             "checkpoint, or use the 'litemedsam' or 'classical' pseudo-labeller, which need no download"
         )
+    state = read_sam_state(path)
+    found = sam_type_of(state)
+    if found is not None and found != model_type:
+        raise ModelLoadError(
+            f"{path} is a {found} checkpoint, not {model_type}: set ACTIVESEG_SAM_TYPE={found}"
+        )
     sam = sam_model_registry[model_type]()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot read SAM checkpoint {path}: {exc}") from exc
-    if isinstance(state, dict) and "model_state" in state:  # micro-sam's training checkpoints
-        state = state["model_state"]
     try:
         sam.load_state_dict(state)
     except RuntimeError as exc:
