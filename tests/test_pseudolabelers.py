@@ -99,6 +99,27 @@ def test_sam_box_labeler_output_is_clean(sample) -> None:
     assert lab.version != SamBoxLabeler(build_tiny_sam, weights_id="other").version
 
 
+def test_the_mask_threshold_applies_to_sams_logits(sample) -> None:
+    """A higher logit threshold draws every cell inside its lower-threshold outline; segment() is
+    refine() then labels() at the labeller's threshold; only a threshold other than SAM's own
+    changes the version (pseudo-labels made before it existed stay valid)."""
+    lab = SamBoxLabeler(build_tiny_sam, weights_id="tiny", mask_threshold=0.5)
+    img, _ = sample[1]
+    refined = lab.refine(img)
+    assert len(refined.logits) == len(refined.scores) > 3
+    assert all(logit.dtype == np.float32 for _, logit in refined.logits)
+    detected = refined.detection.labels  # each box is one detected cell's, inside its window
+    assert sorted(refined.cells) == list(np.unique(detected)[1:])
+    assert all((detected[w] == c).any() for (w, _), c in zip(refined.logits, refined.cells, strict=True))
+    np.testing.assert_array_equal(lab.segment(img).labels, lab.labels(refined, 0.5).labels)
+    loose, tight = lab.labels(refined, -1.0).labels, lab.labels(refined, 1.0).labels
+    assert (tight > 0).sum() < (loose > 0).sum() and not np.any((tight > 0) & (loose == 0))
+    assert SamBoxLabeler(build_tiny_sam, weights_id="tiny").settings().keys() == {
+        "weights", "detector", "margin", "min_area", "tile_size", "tile_overlap"
+    }  # fmt: skip
+    assert lab.version != SamBoxLabeler(build_tiny_sam, weights_id="tiny").version
+
+
 @pytest.mark.slow
 def test_litemedsam_real_weights_follow_the_nuclei(sample) -> None:
     lab = build_pseudolabeler("litemedsam")

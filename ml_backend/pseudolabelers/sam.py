@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,16 @@ def detector_boxes(labels: np.ndarray, margin: int) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
+@dataclass
+class Refined:
+    """One image's detector answer and, per detected cell, SAM's logits in the cell's window."""
+
+    detection: Segmentation
+    logits: list[MaskCrop]
+    scores: list[float]  # SAM's predicted IoU per cell
+    cells: list[int]  # the detector's instance id each box was drawn around
+
+
 class SamBoxLabeler(PseudoLabeler):
     """The classical detector finds the cells; SAM redraws each one from its box.
 
@@ -69,11 +80,13 @@ class SamBoxLabeler(PseudoLabeler):
         min_area: int = 15,
         tile_size: int | None = None,
         tile_overlap: int = 128,
+        mask_threshold: float = 0.0,
     ) -> None:
         self.name = name
         self.detector = detector or ClassicalLabeler()
         self.margin, self.batch_size, self.min_area = margin, batch_size, min_area
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
+        self.mask_threshold = mask_threshold  # on SAM's mask logits; SAM's own is 0 (p = 0.5)
         self.weights_id = weights_id
         self._load_model = load_model
         self._predictor_: SamPredictor | None = None
@@ -91,7 +104,7 @@ class SamBoxLabeler(PseudoLabeler):
             _ = self._predictor
 
     def settings(self) -> dict[str, Any]:
-        return {
+        settings = {
             "weights": self.weights_id,
             "detector": self.detector.settings(),
             "margin": self.margin,
@@ -99,27 +112,44 @@ class SamBoxLabeler(PseudoLabeler):
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
         }
+        if self.mask_threshold != 0.0:  # SAM's own threshold keeps the versions made before it was set
+            settings["mask_threshold"] = self.mask_threshold
+        return settings
 
     def segment(self, image: np.ndarray) -> Segmentation:
+        return self.labels(self.refine(image), self.mask_threshold)
+
+    def refine(self, image: np.ndarray) -> Refined:
+        """The detector's cells and SAM's mask logits for each of their boxes (thresholded by
+        :meth:`labels`; kept apart so a benchmark can try thresholds without running SAM again)."""
         det = self.detector.segment(image)
         boxes = detector_boxes(det.labels, self.margin)
+        refined = Refined(det, [], [], [])
         if len(boxes) == 0:
-            return det
+            return refined
+        ids = [r.label for r in regionprops(det.labels)]  # detector_boxes' order
         rgb = sam_rgb(image)
-        crops: list[MaskCrop] = []
-        scores: list[float] = []
         with self._lock:
             for (r0, c0, r1, c1), members in self._tiles(rgb.shape[:2], boxes):
                 self._predictor.set_image(np.ascontiguousarray(rgb[r0:r1, c0:c1]))
                 local = boxes[members] - np.array([c0, r0, c0, r0], dtype=np.float32)
-                masks, ious = self.predict_boxes(local)
-                for box, mask, iou in zip(local, masks, ious, strict=True):
-                    rows, cols = _around(box, mask.shape)
+                logits, ious = self.box_logits(local)
+                for box, logit, iou, member in zip(local, logits, ious, members, strict=True):
+                    rows, cols = _around(box, logit.shape)
                     shifted = (slice(rows.start + r0, rows.stop + r0), slice(cols.start + c0, cols.stop + c0))
-                    crops.append((shifted, mask[rows, cols]))
-                    scores.append(float(iou))
+                    refined.logits.append((shifted, logit[rows, cols]))
+                    refined.scores.append(float(iou))
+                    refined.cells.append(ids[member])
+        return refined
+
+    def labels(self, refined: Refined, threshold: float = 0.0) -> Segmentation:
+        """One instance per refined box: SAM's logits above ``threshold``, overlaps to the surer mask."""
+        det = refined.detection
+        if not refined.logits:
+            return det
+        crops = [(window, logit > threshold) for window, logit in refined.logits]
         labels, inst_scores = masks_to_labels(
-            crops, scores, det.labels.shape, min_area=self.min_area, foreground=det.labels > 0
+            crops, refined.scores, det.labels.shape, min_area=self.min_area, foreground=det.labels > 0
         )
         return Segmentation(labels, inst_scores)
 
@@ -152,17 +182,24 @@ class SamBoxLabeler(PseudoLabeler):
         return [(tile, np.flatnonzero(best == k)) for k, tile in enumerate(tiles) if (best == k).any()]
 
     @torch.inference_mode()
-    def predict_boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Masks (N, H, W) and predicted IoUs (N,) for boxes on the image set last; batched."""
+    def box_logits(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mask logits (N, H, W) and predicted IoUs (N,) for boxes on the image set last; batched."""
         predictor = self._predictor
-        masks, ious = [], []
+        logits, ious = [], []
         for start in range(0, len(boxes), self.batch_size):
             chunk = torch.as_tensor(boxes[start : start + self.batch_size], device=predictor.device)
             chunk = predictor.transform.apply_boxes_torch(chunk, predictor.original_size)
-            m, iou, _ = predictor.predict_torch(None, None, boxes=chunk, multimask_output=False)
-            masks.append(m[:, 0].cpu().numpy())
+            m, iou, _ = predictor.predict_torch(
+                None, None, boxes=chunk, multimask_output=False, return_logits=True
+            )
+            logits.append(m[:, 0].cpu().numpy())
             ious.append(iou[:, 0].clamp(0, 1).cpu().numpy())
-        return np.concatenate(masks), np.concatenate(ious)
+        return np.concatenate(logits), np.concatenate(ious)
+
+    def predict_boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (N, H, W) at ``mask_threshold`` and predicted IoUs (N,), as :meth:`box_logits`."""
+        logits, ious = self.box_logits(boxes)
+        return logits > self.mask_threshold, ious
 
     def predict_boxes_one_by_one(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The naive loop (one ``SamPredictor.predict`` per box); kept for the benchmark."""

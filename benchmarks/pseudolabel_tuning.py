@@ -1,0 +1,113 @@
+"""What closes LiteMedSAM's gap to the classical pseudo-labels, tuned on DSB2018 *training* images.
+
+LiteMedSAM sees the whole image shrunk to 256 px and draws each cell slightly too large
+(benchmarks/README.md). Each variant here is measured on every ``--every``-th of the 541 DSB2018
+stage-1 fluorescence training images (never on the test images `pseudolabels.py` reports):
+
+  tile       the image as one 256 px input (LiteMedSAM's size), or cut into tiles of that size
+             (cells at full resolution; each tile embedded once)
+  threshold  the logit above which a pixel is in SAM's mask (SAM's own: 0)
+  fallback   per cell, SAM's mask only where SAM's predicted IoU reaches it, else the classical one
+             (0: SAM everywhere)
+
+SAM runs once per tile setting; thresholds and fallbacks reuse its logits. Prints a table,
+writes benchmarks/results/pseudolabel_tuning.json.
+
+    python benchmarks/pseudolabel_tuning.py              # every 10th training image
+    python benchmarks/pseudolabel_tuning.py --every 25 --tiles none,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_train_fluo"
+RESULTS = Path(__file__).resolve().parent / "results" / "pseudolabel_tuning.json"
+THRESHOLDS = (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+FALLBACKS = (0.0, 0.6, 0.7, 0.8, 0.9)
+
+
+def fallback_labels(lab: Any, refined: Any, threshold: float, min_iou: float) -> np.ndarray:
+    """SAM's mask at ``threshold`` for the cells whose predicted IoU is ``min_iou`` or more, the
+    classical mask for the others."""
+    from ml_backend.pseudolabelers.postprocess import masks_to_labels
+
+    det = refined.detection.labels
+    crops = [
+        (window, logit > threshold if score >= min_iou else det[window] == cell)
+        for (window, logit), score, cell in zip(refined.logits, refined.scores, refined.cells, strict=True)
+    ]
+    labels, _ = masks_to_labels(crops, refined.scores, det.shape, min_area=lab.min_area, foreground=det > 0)
+    return labels
+
+
+def measure(root: Path, every: int, tiles: list[int | None]) -> list[dict[str, Any]]:
+    from activeseg.datasets import read_dataset
+    from activeseg.imageio import read_image, read_label_image
+    from activeseg.metrics import score_dataset
+    from ml_backend.pseudolabelers import build_pseudolabeler
+    from ml_backend.pseudolabelers.sam import SamBoxLabeler
+    from ml_backend.pseudolabelers.sam_models import load_litemedsam
+
+    samples = read_dataset(root)[::every]
+    images = [(read_image(s.image), read_label_image(s.label)) for s in samples]
+    classical = build_pseudolabeler("classical")
+    rows = [{"variant": "classical", "tile": "-", "threshold": None, "fallback": None, "images": len(images),
+             **_scores(score_dataset((gt, classical.segment(im).labels) for im, gt in images))}]  # fmt: skip
+    sam = load_litemedsam()
+    for tile in tiles:
+        lab = SamBoxLabeler(lambda: sam, weights_id="litemedsam", tile_size=tile, tile_overlap=64)
+        lab.load()
+        started = time.perf_counter()
+        refined = [lab.refine(im) for im, _ in tqdm(images, desc=f"LiteMedSAM, tile {tile}", unit="image")]
+        per_min = 60 * len(images) / (time.perf_counter() - started)
+        for threshold in THRESHOLDS:
+            for min_iou in FALLBACKS:
+                pairs = [
+                    (gt, fallback_labels(lab, r, threshold, min_iou))
+                    for (_, gt), r in zip(images, refined, strict=True)
+                ]
+                rows.append({"variant": "litemedsam", "tile": tile or "none", "threshold": threshold,
+                             "fallback": min_iou, "images": len(images), **_scores(score_dataset(pairs)),
+                             "images/min (SAM)": round(per_min, 1)})  # fmt: skip
+    return rows
+
+
+def _scores(scores: Any) -> dict[str, float]:
+    return {"mSA": round(scores.msa, 4), "AP50": round(scores.ap[0.5], 4), "F1": round(scores.f1, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=ROOT, help="DSB2018 stage-1 fluorescence training folder"
+    )
+    parser.add_argument("--every", type=int, default=10, help="every N-th training image (default: 10)")
+    parser.add_argument("--tiles", default="none,256", help="tile sizes, 'none' for the whole image")
+    args = parser.parse_args()
+    tiles = [None if t == "none" else int(t) for t in args.tiles.split(",")]
+    rows = measure(args.data, args.every, tiles)
+    best = max((r for r in rows if r["variant"] != "classical"), key=lambda r: r["mSA"])
+    keys = list(rows[-1])
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for row in rows:
+        if row["variant"] == "classical" or row["fallback"] in (0.0, best["fallback"]):
+            print("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+    print(f"\nbest: tile {best['tile']}, threshold {best['threshold']}, fallback {best['fallback']}: "
+          f"mSA {best['mSA']} against classical {rows[0]['mSA']}")  # fmt: skip
+    RESULTS.parent.mkdir(exist_ok=True)
+    result = {"data": args.data.name, "every": args.every, "best": best, "rows": rows}
+    RESULTS.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
