@@ -54,7 +54,7 @@ def test_settings_are_checked_before_any_work() -> None:
         config(budgets=("5 percent",))
     with pytest.raises(LoopError, match="at least one seed"):
         config(seeds=())
-    with pytest.raises(LoopError, match="unknown strategy 'badge'; choose from coreset, disagreement"):
+    with pytest.raises(LoopError, match="unknown strategy 'badge'; choose from coreset, count-strata, "):
         config(strategies=("hybrid", "badge"))
     with pytest.raises(LoopError, match="--full-curve takes fractions"):
         config(full_curve=(1.5,))
