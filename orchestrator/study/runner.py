@@ -41,8 +41,8 @@ Resumable: each finished arm x k x seed is a JSON file under ``runs/``; a crash 
 resumes from nnU-Net's last epoch. A study folder belongs to one set of training settings;
 budgets and seeds can be added later. Its ``.gitignore`` keeps what another machine needs to go on
 with the same pseudo model (the runs, the pool's scores, the pseudo model and nnU-Net's plans: about
-10 MB) and leaves out what the study makes again (datasets, preprocessed data), so a study committed
-to a repository continues, still paired, in a later session.
+17 MB with the CPU plan) and leaves out what the study makes again (datasets, preprocessed data), so
+a study committed to a repository continues, still paired, in a later session.
 """
 
 from __future__ import annotations
