@@ -16,6 +16,7 @@ from ml_backend.pseudolabelers.classical import ClassicalLabeler, ClassicalSetti
 from ml_backend.pseudolabelers.postprocess import full_crop, masks_to_labels
 from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler, detector_boxes, sam_rgb
 from ml_backend.pseudolabelers.sam_models import build_tiny_sam, load_sam_checkpoint
+from ml_backend.pseudolabelers.tiling import blocks, suppress_duplicates
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +131,64 @@ def test_litemedsam_real_weights_follow_the_nuclei(sample) -> None:
     assert all(0.0 <= s <= 1.0 for s in seg.instance_scores.values())
 
 
-def test_sam_auto_runs_the_real_generator(sample) -> None:
-    lab = SamAutoLabeler(build_tiny_sam, weights_id="tiny", points_per_side=4, pred_iou_thresh=0,
-                         stability_score_thresh=0, max_side=128)  # fmt: skip
-    img, _ = sample[0]
+def test_sam_auto_runs_the_real_generator_block_by_block(sample) -> None:
+    calls = []
+
+    class Counting(SamAutoLabeler):
+        def generate(self, rgb: np.ndarray) -> list[dict]:
+            calls.append(rgb.shape[:2])
+            return super().generate(rgb)
+
+    lab = Counting(build_tiny_sam, weights_id="tiny", points_per_side=4, pred_iou_thresh=0,
+                   stability_score_thresh=0, tile_size=96, halo=16)  # fmt: skip
+    img = np.tile(sample[0][0], (2, 2, 1))[:300, :260]  # too large for one 128 px block
     seg = lab.segment(img)
     assert seg.labels.shape == img.shape[:2]
-    assert lab.settings()["max_side"] == 128
+    assert len(calls) == len(blocks((300, 260), 96, 16)) == 12  # 4 x 3 tiles, no shrinking
+    assert all(h <= 128 and w <= 128 for h, w in calls)
+    assert lab.settings()["tile_size"] == 96 and lab.settings()["halo"] == 16
+
+
+def _disks(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int) -> np.ndarray:
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, dtype=np.int32)
+    for i, (r, c) in enumerate(centres, start=1):
+        labels[(rr - r) ** 2 + (cc - c) ** 2 <= radius**2] = i
+    return labels
+
+
+def test_tiling_keeps_every_cell_whole_and_once() -> None:
+    """An oracle in SAM's place finds every cell visible in a block (cut or not): the labeller
+    must keep cells crossing tile borders whole, once each, as on an untiled image."""
+    centres = [(r, c) for r in range(20, 300, 37) for c in range(20, 400, 41)]  # many on tile edges
+    truth = _disks((300, 400), centres, radius=12)
+    image = np.where(truth > 0, 200, 10).astype(np.uint8)
+
+    class Oracle(SamAutoLabeler):
+        windows = iter(b.window for b in blocks(truth.shape, 96, 24))
+
+        def generate(self, rgb: np.ndarray) -> list[dict]:
+            part = truth[next(self.windows)]
+            assert part.shape == rgb.shape[:2]
+            return [
+                {"segmentation": part == i, "predicted_iou": 0.9, "stability_score": 1.0}
+                for i in np.unique(part)[1:]
+            ]
+
+    seg = Oracle(build_tiny_sam, weights_id="oracle", tile_size=96, halo=24).segment(image)
+    assert seg.n_instances == len(centres)
+    for i in range(1, len(centres) + 1):
+        found = np.unique(seg.labels[truth == i])
+        assert len(found) == 1 and found[0] > 0  # one instance covers the cell whole
+        assert (seg.labels == found[0]).sum() == (truth == i).sum()  # and nothing else
+
+
+def test_duplicates_across_blocks_are_suppressed() -> None:
+    a = full_crop(_disks((60, 60), [(30, 30)], 10) > 0)
+    b = full_crop(_disks((60, 60), [(30, 31)], 10) > 0)  # the same cell, one pixel off
+    far = full_crop(_disks((60, 60), [(8, 8)], 5) > 0)
+    assert suppress_duplicates([a, b, far], [0.5, 0.9, 0.1]) == [1, 2]
+    assert suppress_duplicates([a, b], [0.5, 0.9], iou=0.99) == [0, 1]
 
 
 def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:

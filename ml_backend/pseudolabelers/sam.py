@@ -16,12 +16,12 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 from skimage.measure import regionprops
-from skimage.transform import resize
 
 from activeseg.imageio import to_display
 from ml_backend.pseudolabelers.base import PseudoLabeler, Segmentation
 from ml_backend.pseudolabelers.classical import ClassicalLabeler
-from ml_backend.pseudolabelers.postprocess import MaskCrop, full_crop, masks_to_labels
+from ml_backend.pseudolabelers.postprocess import MaskCrop, masks_to_labels
+from ml_backend.pseudolabelers.tiling import blocks, crop_in_block, suppress_duplicates
 
 
 def sam_rgb(image: np.ndarray) -> np.ndarray:
@@ -210,11 +210,12 @@ class SamBoxLabeler(PseudoLabeler):
 class SamAutoLabeler(PseudoLabeler):
     """SAM's automatic point grid, for full SAM checkpoints (LiteMedSAM finds nothing this way).
 
-    The stock generator upsamples every candidate mask to the image size and takes minutes per
-    image on 2 cores; here the image is first shrunk so its longest side is at most
-    ``max_side`` (masks are scaled back with nearest neighbours) and the grid is coarser.
-    Masks lying mostly on background (per the classical foreground) or covering most of the
-    image are dropped.
+    Fields larger than one block are tiled, micro-sam's way (``tiling.py``): tiles of
+    ``tile_size`` px seen with a ``halo`` on each inner side, cut-off masks dropped, cells found
+    twice merged. Each block gets its own ``points_per_side`` grid, so a large field is prompted
+    as densely as a small one; the stock generator's cost (every candidate mask upsampled to the
+    image) stays bounded by the block. Masks lying mostly on background (per the classical
+    foreground) or covering most of the image are dropped.
     """
 
     def __init__(
@@ -223,13 +224,15 @@ class SamAutoLabeler(PseudoLabeler):
         weights_id: str,
         name: str = "sam-auto",
         points_per_side: int = 16,
-        max_side: int = 512,
+        tile_size: int = 384,
+        halo: int = 64,
         pred_iou_thresh: float = 0.8,
         stability_score_thresh: float = 0.9,
         min_area: int = 15,
     ) -> None:
         self.name = name
-        self.points_per_side, self.max_side, self.min_area = points_per_side, max_side, min_area
+        self.points_per_side, self.min_area = points_per_side, min_area
+        self.tile_size, self.halo = tile_size, halo
         self.pred_iou_thresh, self.stability_score_thresh = pred_iou_thresh, stability_score_thresh
         self.weights_id = weights_id
         self._load_model = load_model
@@ -257,31 +260,33 @@ class SamAutoLabeler(PseudoLabeler):
         return {
             "weights": self.weights_id,
             "points_per_side": self.points_per_side,
-            "max_side": self.max_side,
+            "tile_size": self.tile_size,
+            "halo": self.halo,
             "pred_iou_thresh": self.pred_iou_thresh,
             "stability_score_thresh": self.stability_score_thresh,
             "min_area": self.min_area,
         }
 
+    def generate(self, rgb: np.ndarray) -> list[dict[str, Any]]:
+        """SAM's automatic masks of one block (``segmentation``, ``predicted_iou``, ``stability_score``)."""
+        with self._lock, torch.inference_mode():
+            return self._generator.generate(np.ascontiguousarray(rgb))
+
     def segment(self, image: np.ndarray) -> Segmentation:
         rgb = sam_rgb(image)
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        small = (
-            rgb if scale == 1.0 else resize(rgb, (round(h * scale), round(w * scale)), preserve_range=True)
-        )
-        with self._lock, torch.inference_mode():
-            found = self._generator.generate(small.astype(np.uint8))
-        masks = [full_crop(self._full_size(m["segmentation"], (h, w))) for m in found]
-        scores = [float(m["predicted_iou"]) * float(m["stability_score"]) for m in found]
+        crops, scores = [], []
+        for block in blocks((h, w), self.tile_size, self.halo):
+            for found in self.generate(rgb[block.window]):
+                crop = crop_in_block(found["segmentation"], block)
+                if crop is not None:
+                    crops.append(crop)
+                    scores.append(
+                        min(max(float(found["predicted_iou"]) * float(found["stability_score"]), 0.0), 1.0)
+                    )
+        keep = suppress_duplicates(crops, scores)
         _, fg = self._foreground.foreground(image)
         labels, inst_scores = masks_to_labels(
-            masks, [min(max(s, 0.0), 1.0) for s in scores], (h, w), min_area=self.min_area, foreground=fg
+            [crops[i] for i in keep], [scores[i] for i in keep], (h, w), min_area=self.min_area, foreground=fg
         )
         return Segmentation(labels, inst_scores)
-
-    @staticmethod
-    def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        if mask.shape == shape:
-            return mask
-        return resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(bool)
