@@ -96,6 +96,11 @@ class Settings:
 class ProjectState:
     project_id: int
     pseudo_version: str | None = None
+    #: the pseudo-labeller this project chose (None: the backend's ACTIVESEG_PSEUDOLABELER)
+    pseudolabeler: str | None = None
+    #: labeller name -> mSA/AP50/F1/n/images_per_min/version against the project's corrections
+    #: (orchestrator.labeller_fit), from the last comparison
+    labeller_fit: dict[str, dict[str, Any]] = field(default_factory=dict)
     pretrained: str | None = None
     #: the model whose masks the ML backend serves (None: the pseudo-labels); only a model that
     #: beat the served source on corrections it had not trained on (orchestrator.serving)

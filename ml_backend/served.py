@@ -46,6 +46,13 @@ class ServedModels:
         pdir = ProjectDir(self.model_dir, project_id)
         return pdir.load().served if pdir.exists() else None
 
+    def pseudolabeler(self, project_id: int | None) -> str | None:
+        """The pseudo-labeller the project chose (``activeseg pseudolabels use``), if any."""
+        if project_id is None:
+            return None
+        pdir = ProjectDir(self.model_dir, project_id)
+        return pdir.load().pseudolabeler if pdir.exists() else None
+
     def all_versions(self) -> list[str]:
         """Every model version served for some project (for Label Studio's version list)."""
         found = set()

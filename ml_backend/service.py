@@ -36,7 +36,7 @@ TASK_ERRORS = (ImageFetchError, ImageReadError, LabelStudioError, ModelLoadError
 class PredictionService:
     def __init__(self, config: BackendConfig, labeler: PseudoLabeler | None = None) -> None:
         self.config = config
-        self._labeler = labeler
+        self._labelers: dict[str, PseudoLabeler] = {} if labeler is None else {config.pseudolabeler: labeler}
         self._interactive: InteractiveSegmenter | None = None
         self._warmed = False
         self._lock = threading.Lock()
@@ -46,13 +46,20 @@ class PredictionService:
 
     @property
     def labeler(self) -> PseudoLabeler:
-        if self._labeler is None:
-            with self._lock:
-                if self._labeler is None:
-                    self._labeler = build_pseudolabeler(
-                        self.config.pseudolabeler, self.config.sam_checkpoint, self.config.sam_type
-                    )
-        return self._labeler
+        """The backend's own pseudo-labeller (ACTIVESEG_PSEUDOLABELER)."""
+        return self.labeler_named(self.config.pseudolabeler)
+
+    def labeler_named(self, name: str) -> PseudoLabeler:
+        """One labeller per name, built on first use (its weights load later, on first image)."""
+        with self._lock:
+            if name not in self._labelers:
+                cfg = self.config
+                self._labelers[name] = build_pseudolabeler(name, cfg.sam_checkpoint, cfg.sam_type)
+            return self._labelers[name]
+
+    def labeler_for(self, project_id: int | None) -> PseudoLabeler:
+        """The labeller a project chose (``activeseg pseudolabels use``), else the backend's own."""
+        return self.labeler_named(self.served.pseudolabeler(project_id) or self.config.pseudolabeler)
 
     @property
     def model_version(self) -> str:
@@ -60,8 +67,8 @@ class PredictionService:
         return self.labeler.version
 
     def version_for(self, project_id: int | None) -> str:
-        """The project's fine-tuned nnU-Net version once it has one, else the pseudo-labeller's."""
-        return self.served.version(project_id) or self.model_version
+        """The project's served nnU-Net version once it has one, else its pseudo-labeller's."""
+        return self.served.version(project_id) or self.labeler_for(project_id).version
 
     def warm_up(self) -> None:
         """Load the weights in the background, once, so the first /predict does not pay for it."""
@@ -78,10 +85,14 @@ class PredictionService:
 
         threading.Thread(target=load, name="warm-up", daemon=True).start()
 
-    def segment_bytes(self, data: bytes, name: str) -> tuple[Segmentation, bool]:
-        """Instances of an encoded image, and whether they came from the cache."""
+    def segment_bytes(
+        self, data: bytes, name: str, labeler: PseudoLabeler | None = None
+    ) -> tuple[Segmentation, bool]:
+        """Instances of an encoded image (by ``labeler``, default the backend's own), and whether
+        they came from the cache."""
+        labeler = labeler or self.labeler
         key = content_hash(data)
-        version = self.model_version
+        version = labeler.version
         cached = self.cache.get(version, key)
         if cached is not None:
             return cached, True
@@ -92,16 +103,20 @@ class PredictionService:
                 f"{name}: {image.shape[1]}x{image.shape[0]} is larger than the {self.config.max_pixels:,} "
                 "pixels this backend accepts (ACTIVESEG_MAX_PIXELS)"
             )
-        seg = self.labeler.segment(image)
+        seg = labeler.segment(image)
         self.cache.put(version, key, seg)
         return seg, False
 
-    def predict_task(self, task: dict[str, Any], config: RegionConfig) -> tuple[dict[str, Any], bool]:
-        """The task's prediction (validated against ``config``) and whether it came from the cache."""
+    def predict_task(
+        self, task: dict[str, Any], config: RegionConfig, labeler: PseudoLabeler | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """The task's pseudo-label prediction (validated against ``config``) and whether it came
+        from the cache."""
+        labeler = labeler or self.labeler
         image = self.images.fetch(task_image_url(task, config.image_key))
-        seg, cached = self.segment_bytes(image.data, image.name)
+        seg, cached = self.segment_bytes(image.data, image.name, labeler)
         result = config.to_results(seg.labels.astype(np.uint32), seg.instance_scores)
-        prediction = {"result": result, "score": round(seg.score, 4), "model_version": self.model_version}
+        prediction = {"result": result, "score": round(seg.score, 4), "model_version": labeler.version}
         config.validate_prediction(prediction)
         return prediction, cached
 
@@ -165,7 +180,7 @@ class PredictionService:
                 if served is not None and project is not None:
                     out.append(self.served.predict_task(project, served, task, config, self.images))
                 else:
-                    out.append(self.predict_task(task, config)[0])
+                    out.append(self.predict_task(task, config, self.labeler_for(project))[0])
             except TASK_ERRORS as exc:
                 log.warning("task %s: %s", task.get("id"), exc)
                 out.append({"error": f"task {task.get('id')}: {exc}"})

@@ -184,6 +184,33 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pseudolabels(args: argparse.Namespace) -> int:
+    from orchestrator.labeller_fit import compare_labellers, format_fit, in_use, use_labeller
+
+    ctx = _context(args)
+    if args.action == "compare":
+        names = [n.strip() for n in args.labellers.split(",") if n.strip()] if args.labellers else None
+        fit = compare_labellers(ctx, names)
+        state = ctx.state()
+        if state.pseudo_version is None:  # before pretraining: the version the tasks carry
+            state.pseudo_version = ctx.find_pseudo_version(ctx.tasks())
+        print("\n".join(format_fit(fit, in_use(state), args.project)))
+        return 0
+    if not args.name:
+        print("activeseg: error: pseudolabels use needs a NAME (e.g. litemedsam)", file=sys.stderr)
+        return 2
+    report = use_labeller(ctx, args.name)
+    pre = report.prelabel
+    print(
+        f"project {args.project} now uses {args.name} ({pre.model_version}): {pre.predicted} unannotated "
+        f"tasks pseudo-labelled ({pre.from_cache} from cache), {pre.skipped} kept as they were "
+        "(annotated, or done before)"
+    )
+    if report.queue is not None:
+        print(f"open round: {report.queue.refreshed} queued tasks now show {args.name}'s masks")
+    return 0
+
+
 def _context(args: argparse.Namespace) -> ProjectContext:
     from orchestrator.context import ProjectContext
 
@@ -779,6 +806,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=Path("checkpoints"), help="where to save (default: %(default)s)"
     )
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser(
+        "pseudolabels",
+        help="score every pseudo-labeller against the project's corrections, or switch to another",
+        description="compare: each available pseudo-labeller (classical, litemedsam, and sam-box/sam-auto "
+        "when ACTIVESEG_SAM_CHECKPOINT is set) segments the images annotators corrected and is scored "
+        "against their corrections (mSA, AP50, F1, images/min); the table is kept for 'status'. use NAME: "
+        "the project's pseudo-labeller becomes NAME (the ML backend follows it); only tasks nobody annotated "
+        "are pseudo-labelled again, and the open round's queue shows the new masks. Annotations are "
+        "never changed.",
+    )
+    p.add_argument("action", choices=["compare", "use"])
+    p.add_argument("name", nargs="?", choices=PSEUDOLABELERS, help="for use: the labeller to switch to")
+    p.add_argument(
+        "--labellers", default=None, help="for compare: comma-separated names (default: all available)"
+    )
+    project_args(p)
+    p.set_defaults(func=_cmd_pseudolabels)
 
     p = sub.add_parser("labelstudio", help="status or stop of the workspace's local Label Studio")
     p.add_argument("action", choices=["status", "stop"])

@@ -15,8 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from activeseg.lsclient import LabelStudioClient
+from activeseg.projectstate import ProjectDir
 from ml_backend.config import BackendConfig
 from ml_backend.service import TASK_ERRORS, PredictionService
+from orchestrator.context import has_human_labels
 
 
 @dataclass
@@ -34,16 +36,21 @@ def prelabel_project(
     model_dir: Path | None = None,
     client: LabelStudioClient | None = None,
     service: PredictionService | None = None,
+    only_unannotated: bool = False,
 ) -> PrelabelReport:
-    """Pseudo-label the tasks of ``project_id`` that lack a prediction of the current version."""
+    """Pseudo-label the tasks of ``project_id`` that lack a prediction of the current version
+    (with ``only_unannotated``, only those nobody has annotated). The labeller is
+    ``pseudolabeler``, else the one the project chose, else ACTIVESEG_PSEUDOLABELER."""
     client = client or LabelStudioClient()
     if service is None:
         config = BackendConfig.from_env()
+        model_dir = model_dir or config.model_dir
+        chosen = ProjectDir(model_dir, project_id).load().pseudolabeler
         config = dataclasses.replace(
             config,
             label_studio_url=client.url,
-            pseudolabeler=pseudolabeler or config.pseudolabeler,
-            model_dir=model_dir or config.model_dir,
+            pseudolabeler=pseudolabeler or chosen or config.pseudolabeler,
+            model_dir=model_dir,
         )
         service = PredictionService(config)
     brush = client.region_config(project_id)
@@ -52,7 +59,9 @@ def prelabel_project(
     tasks = client.tasks(project_id)
     todo = []
     for task in tasks:
-        if any(p.get("model_version") == version for p in task.get("predictions") or []):
+        if any(p.get("model_version") == version for p in task.get("predictions") or []) or (
+            only_unannotated and has_human_labels(task)
+        ):
             report.skipped += 1
         else:
             todo.append(task)

@@ -36,6 +36,7 @@ class PushReport:
     created: int = 0
     rescored: int = 0
     duplicates_removed: int = 0
+    refreshed: int = 0  # round predictions replaced because their regions changed
     priorities_written: int = 0
 
 
@@ -51,13 +52,16 @@ def push_order(
     tasks: dict[int, dict[str, Any]],
     round_number: int,
     progress: bool = True,
+    refresh: bool = False,
 ) -> PushReport:
     """Make Label Studio serve ``order`` (task ids, most informative first).
 
     Only the tasks in ``todo`` (those still to annotate) are written; each keeps the score of
     its place in the whole ``order``, so a re-run after annotations changes nothing.
     ``pre_annotation(task)`` gives the brush regions shown for a task that has no prediction
-    of ``version`` yet. ``tasks`` are the listed tasks (with predictions) by id.
+    of ``version`` yet. ``tasks`` are the listed tasks (with predictions) by id. With
+    ``refresh``, a round prediction showing other regions than ``pre_annotation(task)`` is
+    replaced (same score and cluster): how another pseudo-labeller reaches an open round.
     """
     report = PushReport()
     n = max(len(order), 1)
@@ -71,6 +75,11 @@ def push_order(
             (p for p in task.get("predictions") or [] if p.get("model_version") == version),
             key=lambda p: p["id"],
         )
+        if ours and refresh and ours[0].get("result") != pre_annotation(task):
+            for old in ours:  # the new one is created below, with the same place in the queue
+                client.delete_prediction(int(old["id"]))
+            report.refreshed += 1
+            ours = []
         if ours:
             keep, *extra = ours
             if keep.get("score") != score or keep.get("cluster") != cluster:

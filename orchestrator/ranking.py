@@ -132,6 +132,24 @@ def rank_project(
     return RankResult(rnd, pushed, errors)
 
 
+def refresh_round(ctx: ProjectContext, progress: bool = True) -> PushReport | None:
+    """Show the open round's unannotated tasks what is served now (e.g. after another
+    pseudo-labeller was chosen), keeping their order; None when no round is open."""
+    state = ctx.state()
+    rnd = state.current_round
+    if rnd is None or rnd.finetuned is not None:
+        return None
+    tasks = ctx.tasks()
+    by_id = {int(t["id"]): t for t in tasks}
+    todo = [t for t in rnd.order if t in by_id and not has_human_labels(by_id[t])]
+    return push_order(
+        ctx.client, ctx.project_id, ctx.config, rnd.version, rnd.order, todo,
+        {int(k): v for k, v in rnd.clusters.items()},
+        _pre_annotation(ctx, state, ctx.find_pseudo_version(tasks)), by_id, rnd.number, progress=progress,
+        refresh=True,
+    )  # fmt: skip
+
+
 def _disagreement(ctx: ProjectContext, tasks: list[dict[str, Any]], scores: list[TaskScore]) -> np.ndarray:
     """Per scored task, how much the model's instances disagree with the task's pseudo-label."""
     version = ctx.find_pseudo_version(tasks)

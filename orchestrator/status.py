@@ -15,6 +15,7 @@ from activeseg.nnunet.plans import PlanChoice
 from activeseg.projectstate import ProjectState
 from orchestrator.context import ProjectContext, has_human_labels
 from orchestrator.curve import CurvePoint, plot_learning_curve
+from orchestrator.labeller_fit import format_fit, in_use
 from orchestrator.training import CoresetProgress, coreset_progress
 
 
@@ -55,6 +56,8 @@ def curve_points(state: ProjectState, models: list[ModelInfo]) -> tuple[list[Cur
 def project_status(ctx: ProjectContext) -> ProjectStatus:
     tasks = ctx.tasks()
     state = ctx.state()
+    if state.pseudo_version is None:  # recorded at pretraining; before it, what the tasks carry
+        state.pseudo_version = ctx.find_pseudo_version(tasks)
     models = list_models(ctx.dir.workspace) if ctx.dir.exists() else []
     points, metric = curve_points(state, models)
     curve = None
@@ -136,6 +139,8 @@ def format_status(status: ProjectStatus) -> str:
             for name, m in sorted(rnd.comparison.items(), key=lambda kv: -kv[1]["msa"]):
                 lines.append(f"  {name:16s} {m['msa']:6.3f} {m['ap50']:6.3f} {m['f1']:6.3f}")
             lines.append(f"  -> {rnd.decision}")
+    if state.labeller_fit:
+        lines += format_fit(state.labeller_fit, in_use(state), status.project_id)
     active = [j for j in status.jobs if j.status in (QUEUED, RUNNING)]
     lines.append("")
     queued, running = sum(j.status == QUEUED for j in active), sum(j.status == RUNNING for j in active)
