@@ -9,6 +9,8 @@ stage-1 fluorescence training images (never on the test images `pseudolabels.py`
   threshold  the logit above which a pixel is in SAM's mask (SAM's own: 0)
   fallback   per cell, SAM's mask only where SAM's predicted IoU reaches it, else the classical one
              (0: SAM everywhere)
+  refine     SAM redraws only the cells whose classical confidence (contrast x solidity) is below
+             it, the classical mask stays for the others (none: every cell)
 
 SAM runs once per tile setting; thresholds and fallbacks reuse its logits. Prints a table,
 writes benchmarks/results/pseudolabel_tuning.json.
@@ -20,32 +22,19 @@ writes benchmarks/results/pseudolabel_tuning.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_train_fluo"
 RESULTS = Path(__file__).resolve().parent / "results" / "pseudolabel_tuning.json"
-THRESHOLDS = (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-FALLBACKS = (0.0, 0.6, 0.7, 0.8, 0.9)
-
-
-def fallback_labels(lab: Any, refined: Any, threshold: float, min_iou: float) -> np.ndarray:
-    """SAM's mask at ``threshold`` for the cells whose predicted IoU is ``min_iou`` or more, the
-    classical mask for the others."""
-    from ml_backend.pseudolabelers.postprocess import masks_to_labels
-
-    det = refined.detection.labels
-    crops = [
-        (window, logit > threshold if score >= min_iou else det[window] == cell)
-        for (window, logit), score, cell in zip(refined.logits, refined.scores, refined.cells, strict=True)
-    ]
-    labels, _ = masks_to_labels(crops, refined.scores, det.shape, min_area=lab.min_area, foreground=det > 0)
-    return labels
+THRESHOLDS = (-2.0, -1.0, 0.0, 1.0)
+FALLBACKS = (0.0, 0.8)
+REFINE_BELOW = (None, 0.3, 0.5, 0.7)
 
 
 def measure(root: Path, every: int, tiles: list[int | None]) -> list[dict[str, Any]]:
@@ -68,15 +57,15 @@ def measure(root: Path, every: int, tiles: list[int | None]) -> list[dict[str, A
         started = time.perf_counter()
         refined = [lab.refine(im) for im, _ in tqdm(images, desc=f"LiteMedSAM, tile {tile}", unit="image")]
         per_min = 60 * len(images) / (time.perf_counter() - started)
-        for threshold in THRESHOLDS:
-            for min_iou in FALLBACKS:
-                pairs = [
-                    (gt, fallback_labels(lab, r, threshold, min_iou))
-                    for (_, gt), r in zip(images, refined, strict=True)
-                ]
-                rows.append({"variant": "litemedsam", "tile": tile or "none", "threshold": threshold,
-                             "fallback": min_iou, "images": len(images), **_scores(score_dataset(pairs)),
-                             "images/min (SAM)": round(per_min, 1)})  # fmt: skip
+        for threshold, min_iou, below in itertools.product(THRESHOLDS, FALLBACKS, REFINE_BELOW):
+            pairs = [
+                (gt, lab.labels(r, threshold, min_iou, below).labels)
+                for (_, gt), r in zip(images, refined, strict=True)
+            ]
+            rows.append({"variant": "litemedsam", "tile": tile or "none", "threshold": threshold,
+                         "fallback": min_iou, "refine": below, "images": len(images),
+                         **_scores(score_dataset(pairs)),
+                         "images/min (SAM, every cell)": round(per_min, 1)})  # fmt: skip
     return rows
 
 
@@ -100,9 +89,13 @@ def main() -> None:
     keys = list(rows[-1])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
-        if row["variant"] == "classical" or row["fallback"] in (0.0, best["fallback"]):
+        if row["variant"] == "classical" or (row["fallback"], row["refine"]) == (
+            best["fallback"],
+            best["refine"],
+        ):
             print("| " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
-    print(f"\nbest: tile {best['tile']}, threshold {best['threshold']}, fallback {best['fallback']}: "
+    print(f"\nbest: tile {best['tile']}, threshold {best['threshold']}, fallback {best['fallback']}, "
+          f"refine below {best['refine']}: "
           f"mSA {best['mSA']} against classical {rows[0]['mSA']}")  # fmt: skip
     RESULTS.parent.mkdir(exist_ok=True)
     result = {"data": args.data.name, "every": args.every, "best": best, "rows": rows}

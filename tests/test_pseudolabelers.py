@@ -121,6 +121,31 @@ def test_the_mask_threshold_applies_to_sams_logits(sample) -> None:
     assert lab.version != SamBoxLabeler(build_tiny_sam, weights_id="tiny").version
 
 
+def test_sam_refines_only_the_cells_the_detector_is_unsure_of(sample) -> None:
+    """With ``refine_below``, SAM is asked only about cells of low classical confidence and the
+    others keep their classical masks; ``min_sam_iou`` hands a cell back to the detector."""
+    img, _ = sample[1]
+    det = ClassicalLabeler().segment(img)
+    confidences = sorted(det.instance_scores.values())
+    cut = confidences[len(confidences) // 2]  # about half the cells are below it
+    gated = SamBoxLabeler(build_tiny_sam, weights_id="tiny", refine_below=cut)
+    refined = gated.refine(img, gated.refine_below)
+    assert sorted(refined.cells) == sorted(c for c, v in det.instance_scores.items() if v < cut)
+    seg = gated.segment(img)
+    sure = [c for c, v in det.instance_scores.items() if v >= cut]
+    for cell in sure:  # every sure cell is one output instance, exactly its classical mask
+        ids = np.unique(seg.labels[det.labels == cell])
+        assert len(ids) == 1 and (seg.labels == ids[0]).sum() == (det.labels == cell).sum()
+    nobody = SamBoxLabeler(build_tiny_sam, weights_id="tiny", refine_below=-1.0)
+    assert nobody.refine(img, -1.0).cells == []
+    np.testing.assert_array_equal(nobody.segment(img).labels, det.labels)
+    everyone = SamBoxLabeler(build_tiny_sam, weights_id="tiny")
+    full = everyone.refine(img)
+    np.testing.assert_array_equal(everyone.labels(full, 0.0, min_sam_iou=1.1).labels > 0, det.labels > 0)
+    assert gated.settings()["refine_below"] == cut and "min_sam_iou" not in gated.settings()
+    assert gated.version != everyone.version
+
+
 @pytest.mark.slow
 def test_litemedsam_real_weights_follow_the_nuclei(sample) -> None:
     lab = build_pseudolabeler("litemedsam")

@@ -81,12 +81,18 @@ class SamBoxLabeler(PseudoLabeler):
         tile_size: int | None = None,
         tile_overlap: int = 128,
         mask_threshold: float = 0.0,
+        refine_below: float | None = None,
+        min_sam_iou: float = 0.0,
     ) -> None:
         self.name = name
         self.detector = detector or ClassicalLabeler()
         self.margin, self.batch_size, self.min_area = margin, batch_size, min_area
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.mask_threshold = mask_threshold  # on SAM's mask logits; SAM's own is 0 (p = 0.5)
+        #: SAM redraws only the cells whose classical confidence is below this (None: every cell)
+        self.refine_below = refine_below
+        #: a cell keeps its classical mask where SAM's predicted IoU is below this
+        self.min_sam_iou = min_sam_iou
         self.weights_id = weights_id
         self._load_model = load_model
         self._predictor_: SamPredictor | None = None
@@ -112,22 +118,32 @@ class SamBoxLabeler(PseudoLabeler):
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
         }
-        if self.mask_threshold != 0.0:  # SAM's own threshold keeps the versions made before it was set
+        # options at their defaults stay out, so versions made before they existed still hold
+        if self.mask_threshold != 0.0:
             settings["mask_threshold"] = self.mask_threshold
+        if self.refine_below is not None:
+            settings["refine_below"] = self.refine_below
+        if self.min_sam_iou != 0.0:
+            settings["min_sam_iou"] = self.min_sam_iou
         return settings
 
     def segment(self, image: np.ndarray) -> Segmentation:
-        return self.labels(self.refine(image), self.mask_threshold)
+        refined = self.refine(image, self.refine_below)
+        return self.labels(refined, self.mask_threshold, self.min_sam_iou, self.refine_below)
 
-    def refine(self, image: np.ndarray) -> Refined:
-        """The detector's cells and SAM's mask logits for each of their boxes (thresholded by
-        :meth:`labels`; kept apart so a benchmark can try thresholds without running SAM again)."""
+    def refine(self, image: np.ndarray, refine_below: float | None = None) -> Refined:
+        """The detector's cells and SAM's mask logits for the boxes of those whose detector
+        confidence is below ``refine_below`` (None: all), thresholded by :meth:`labels`; kept
+        apart so a benchmark can try thresholds without running SAM again."""
         det = self.detector.segment(image)
+        ids = [r.label for r in regionprops(det.labels)]  # detector_boxes' order
         boxes = detector_boxes(det.labels, self.margin)
+        if refine_below is not None:
+            unsure = [i for i, cell in enumerate(ids) if det.instance_scores.get(cell, 0.0) < refine_below]
+            ids, boxes = [ids[i] for i in unsure], boxes[unsure]
         refined = Refined(det, [], [], [])
         if len(boxes) == 0:
             return refined
-        ids = [r.label for r in regionprops(det.labels)]  # detector_boxes' order
         rgb = sam_rgb(image)
         with self._lock:
             for (r0, c0, r1, c1), members in self._tiles(rgb.shape[:2], boxes):
@@ -142,14 +158,36 @@ class SamBoxLabeler(PseudoLabeler):
                     refined.cells.append(ids[member])
         return refined
 
-    def labels(self, refined: Refined, threshold: float = 0.0) -> Segmentation:
-        """One instance per refined box: SAM's logits above ``threshold``, overlaps to the surer mask."""
+    def labels(
+        self,
+        refined: Refined,
+        threshold: float = 0.0,
+        min_sam_iou: float = 0.0,
+        refine_below: float | None = None,
+    ) -> Segmentation:
+        """One instance per detected cell: SAM's logits above ``threshold`` for the refined cells
+        whose predicted IoU reaches ``min_sam_iou`` and whose detector confidence is below
+        ``refine_below`` (None: any), the detector's own mask for the others; overlaps go to
+        the surer mask."""
         det = refined.detection
         if not refined.logits:
             return det
-        crops = [(window, logit > threshold) for window, logit in refined.logits]
+        refined_cells = set(refined.cells)
+        crops: list[MaskCrop] = []
+        scores: list[float] = []
+        for (window, logit), score, cell in zip(refined.logits, refined.scores, refined.cells, strict=True):
+            confidence = det.instance_scores.get(cell, 0.0)
+            if score >= min_sam_iou and (refine_below is None or confidence < refine_below):
+                crops.append((window, logit > threshold))
+            else:
+                crops.append((window, det.labels[window] == cell))
+            scores.append(score)
+        for region in regionprops(det.labels):  # cells SAM was not asked about keep their mask
+            if region.label not in refined_cells:
+                crops.append((region.slice, region.image))
+                scores.append(det.instance_scores.get(region.label, 0.0))
         labels, inst_scores = masks_to_labels(
-            crops, refined.scores, det.labels.shape, min_area=self.min_area, foreground=det.labels > 0
+            crops, scores, det.labels.shape, min_area=self.min_area, foreground=det.labels > 0
         )
         return Segmentation(labels, inst_scores)
 
