@@ -289,6 +289,7 @@ LOOP_COMMANDS = {
     "watch": "--interval",
     "worker": "--burst",
     "jobs": "rerun",
+    "pseudolabels": "--labellers",
 }
 
 
@@ -310,6 +311,7 @@ def test_loop_commands_fail_in_one_line(
     unreachable = _one_line_error(capsys, "rank", "--project", "1", "--strategy", "typiclust")
     assert "cannot reach Label Studio" in unreachable
     assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")
+    assert "cannot reach Label Studio" in _one_line_error(capsys, "pseudolabels", "compare", "--project", "1")
     assert "--files-root" in _one_line_error(capsys, "init", "--images", str(sample_dir))
     brush_config = str(LABEL_CONFIGS["brush"])
     contradiction = _one_line_error(
