@@ -7,6 +7,9 @@ Arms (each in its own process, so peak memory is its own):
                        *training* images (results/pseudolabel_tuning.json): tile size, mask
                        threshold, which cells SAM redraws
   litemedsam-gt-boxes  LiteMedSAM on the ground-truth boxes: an upper bound for box refinement
+  nnunet-pseudo-model  the study's nnU-Net pretrained on pseudo-labels (benchmarks/study, pseudo-r0):
+                       what the loop has from round 1 on
+  litemedsam-on-nnunet LiteMedSAM on that model's instances as boxes (the tuned threshold and tile)
 Then two speed checks:
   batched              all boxes of an image in batched decoder calls vs one SamPredictor.predict per box
   sam-auto             SAM's automatic grid with activeseg's settings vs the stock generator
@@ -35,12 +38,39 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test"
 RESULTS = Path(__file__).resolve().parent / "results"
-QUALITY_ARMS = ("classical", "litemedsam", "litemedsam-tuned", "litemedsam-gt-boxes")
+QUALITY_ARMS = (
+    "classical", "litemedsam", "litemedsam-tuned", "litemedsam-gt-boxes", "nnunet-pseudo-model",
+    "litemedsam-on-nnunet",
+)  # fmt: skip
+NOT_LABELLERS = ("litemedsam-gt-boxes", "nnunet-pseudo-model")  # a bound, and a trained model
+STUDY_WORKSPACE = Path(__file__).resolve().parent / "study" / "nnunet"
 #: the issue's bar for a SAM-family default: this much mSA over classical, at least this fast
 MARGIN, MIN_SPEED = 0.03, 15.0
 
 
-def tuned_labeller() -> Any:
+class NnunetDetector:
+    """The study's pseudo model as the box source: its instances, each trusted alike."""
+
+    name = "nnunet"
+
+    def __init__(self) -> None:
+        from activeseg.nnunet.engine import Predictor
+        from activeseg.nnunet.workspace import Workspace
+
+        self.predictor = Predictor(Workspace.open(STUDY_WORKSPACE), "pseudo-r0")
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": "benchmarks/study pseudo-r0"}
+
+    def segment(self, image: np.ndarray) -> Any:
+        from activeseg.imageio import model_channels
+        from ml_backend.pseudolabelers.base import Segmentation
+
+        labels = self.predictor.predict(model_channels(image)).labels
+        return Segmentation(labels, {int(i): 1.0 for i in np.unique(labels) if i})
+
+
+def tuned_labeller(detector: Any = None) -> Any:
     """LiteMedSAM box refinement with the best settings found on training images."""
     from ml_backend.pseudolabelers.sam import SamBoxLabeler
     from ml_backend.pseudolabelers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
@@ -48,9 +78,10 @@ def tuned_labeller() -> Any:
     best = json.loads((RESULTS / "pseudolabel_tuning.json").read_text())["best"]
     return SamBoxLabeler(
         load_litemedsam, weights_id=f"litemedsam:{LITEMEDSAM_SHA256[:16]}", name="litemedsam-tuned",
+        detector=detector,
         tile_size=None if best["tile"] == "none" else int(best["tile"]), tile_overlap=64,
         mask_threshold=float(best["threshold"]), min_sam_iou=float(best["fallback"]),
-        refine_below=best["refine"],
+        refine_below=None if detector is not None else best["refine"],
     )  # fmt: skip
 
 
@@ -75,9 +106,14 @@ def run_arm(arm: str, root: Path, limit: int | None) -> dict[str, Any]:
     samples = test_images(root, limit)
     if arm == "litemedsam-tuned":
         lab = tuned_labeller()
+    elif arm == "nnunet-pseudo-model":
+        lab = NnunetDetector()
+    elif arm == "litemedsam-on-nnunet":
+        lab = tuned_labeller(NnunetDetector())
     else:
         lab = build_pseudolabeler("classical" if arm == "classical" else "litemedsam")
-    lab.load()
+    if hasattr(lab, "load"):
+        lab.load()
     pairs, started = [], time.perf_counter()
     for s in samples:
         image, gt = read_image(s.image), read_label_image(s.label)
@@ -170,11 +206,11 @@ def write_results(quality: list[dict[str, Any]]) -> None:
     arms = {
         r["arm"]: {"msa": round(r["mSA"], 4), "ap50": round(r["AP50"], 4), "f1": round(r["F1@0.5"], 4),
                    "images_per_min": round(r["images/min"], 1),
-                   "family": "classical" if r["arm"] == "classical" else "sam"}
+                   "family": {"classical": "classical", "nnunet-pseudo-model": "nnunet"}.get(r["arm"], "sam")}
         for r in quality
     }  # fmt: skip
     bar = arms["classical"]["msa"] + MARGIN
-    labellers = [n for n in arms if arms[n]["family"] == "sam" and n != "litemedsam-gt-boxes"]
+    labellers = [n for n in arms if arms[n]["family"] == "sam" and n not in NOT_LABELLERS]
     winners = [n for n in labellers if arms[n]["msa"] >= bar and arms[n]["images_per_min"] >= MIN_SPEED]
     default = max(winners, key=lambda n: arms[n]["msa"]) if winners else "classical"
     best = max(labellers, key=lambda n: arms[n]["msa"])
