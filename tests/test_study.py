@@ -111,6 +111,16 @@ def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
     ]  # fmt: skip
     # the pool is the same sample every time, whatever the study seeds
     assert [im.id for im in study.pool] == [im.id for im in Study(config(pool_size=10), tmp_path).pool]
+    # the same data elsewhere (another machine, a clone of a committed study) is the same study
+    moved = json.loads((tmp_path / "study.json").read_text())
+    (tmp_path / "study.json").write_text(
+        json.dumps({**moved, "train": f"/elsewhere/{Path(moved['train']).name}"})
+    )
+    Study(config(pool_size=10), tmp_path)
+    (tmp_path / "study.json").write_text(json.dumps({**moved, "train": "/elsewhere/other_images"}))
+    with pytest.raises(LoopError, match="other settings \\(train\\)"):
+        Study(config(pool_size=10), tmp_path)
+    (tmp_path / "study.json").write_text(json.dumps(moved))
     with pytest.raises(LoopError, match="other settings \\(finetune_iterations\\)"):
         Study(config(pool_size=10, finetune_iterations=100), tmp_path)
     with pytest.raises(LoopError, match="other settings \\(finetune_with_pseudo\\)"):

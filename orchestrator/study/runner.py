@@ -266,6 +266,17 @@ def pseudo_label(images: Iterable[Image]) -> list[np.ndarray]:
     return [labeler.segment(im.pixels).labels for im in images]
 
 
+DATA_FOLDERS = ("train", "test", "data", "shift")
+
+
+def _same_setting(key: str, theirs: Any, mine: Any) -> bool:
+    """Settings match; a data folder by its name, since another machine (or a clone of a
+    committed study) keeps the same data under another path."""
+    if key in DATA_FOLDERS and theirs is not None and mine is not None:
+        return Path(theirs).name == Path(mine).name
+    return theirs == mine
+
+
 class Study:
     """The study in ``out``: plans its runs, runs the missing ones, returns every record."""
 
@@ -288,7 +299,7 @@ class Study:
         mine = self.config.fingerprint()
         if path.is_file():
             theirs = {**SETTINGS_BEFORE_THEY_EXISTED, **json.loads(path.read_text())}
-            changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+            changed = sorted(k for k in mine if not _same_setting(k, theirs.get(k), mine[k]))
             if changed:
                 raise LoopError(f"{self.out} holds a study with other settings ({', '.join(changed)}); "
                                 "use another --out or the same settings")  # fmt: skip
