@@ -1,7 +1,8 @@
 """What ``/predict`` does, without Flask: tasks in, one Label Studio prediction (or error) per task.
 
-One pseudo-labeller per process, built on first use under a lock (no model at import time), so
-gunicorn workers and threads share it safely.
+One pseudo-labeller per name and process, built on first use under a lock (no model at import
+time), so gunicorn workers and threads share it safely. A project gets the labeller it chose
+(``activeseg pseudolabels use``), else the backend's own (ACTIVESEG_PSEUDOLABELER).
 """
 
 from __future__ import annotations
