@@ -72,9 +72,11 @@ def test_labellers_scored_on_corrections_and_a_switch_relabels_only_unannotated_
     queue_before = {t: _round_predictions(ls_client, t, rnd.version) for t in tasks}
 
     # compare: every available labeller on the two corrected images
-    assert available_labellers(BackendConfig.from_env()) == ["classical", "litemedsam"]
+    assert available_labellers(BackendConfig.from_env()) == ["classical", "litemedsam", "litemedsam-unsure"]
     fit = compare_labellers(ctx, progress=False)
-    assert set(fit) == {"classical", "litemedsam"} and all(m["n"] == 2 for m in fit.values())
+    assert set(fit) == {"classical", "litemedsam", "litemedsam-unsure"} and all(
+        m["n"] == 2 for m in fit.values()
+    )
     pairs = []
     for task_id in annotated:
         name = tasks[task_id]["data"]["name"]

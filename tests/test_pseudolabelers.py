@@ -143,6 +143,12 @@ def test_sam_refines_only_the_cells_the_detector_is_unsure_of(sample) -> None:
     full = everyone.refine(img)
     np.testing.assert_array_equal(everyone.labels(full, 0.0, min_sam_iou=1.1).labels > 0, det.labels > 0)
     assert gated.settings()["refine_below"] == cut and "min_sam_iou" not in gated.settings()
+    unsure = build_pseudolabeler("litemedsam-unsure")  # the tuning's best, as a named labeller
+    assert (unsure.tile_size, unsure.mask_threshold, unsure.refine_below) == (256, -1.0, 0.3)
+    assert (
+        unsure.version.startswith("litemedsam-unsure-")
+        and unsure.version != build_pseudolabeler("litemedsam").version
+    )
     assert gated.version != everyone.version
 
 
