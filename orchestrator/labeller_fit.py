@@ -95,6 +95,7 @@ def compare_labellers(
         try:
             labeler = service.labeler
             versions[name] = labeler.version
+            labeler.load()  # before the clock starts: images/min is the labeller's, not the load's
         except ModelLoadError as exc:
             raise LoopError(f"{name}: {exc}") from None
         found[name], seconds, fresh = {}, 0.0, 0
