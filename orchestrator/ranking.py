@@ -108,7 +108,6 @@ def rank_project(
     state = ctx.state()
     settings = state.settings
     tasks = ctx.tasks()
-    by_id = {int(t["id"]): t for t in tasks}
     annotated = {int(t["id"]) for t in tasks if has_human_labels(t)}
     scorer = _scorer(ctx, state, tasks)
     current = state.current_round
@@ -123,13 +122,22 @@ def rank_project(
         rnd, errors = _new_ranking(ctx, scorer, tasks, annotated, open_round, len(state.rounds) + 1, progress)
         with ctx.dir.update() as st:
             st.rounds = [r for r in st.rounds if r.number != rnd.number] + [rnd]
-    todo = [t for t in rnd.order if t in by_id and t not in annotated]
-    pushed = push_order(
+    return RankResult(rnd, _push_round(ctx, state, rnd, tasks, progress), errors)
+
+
+def _push_round(
+    ctx: ProjectContext, state: ProjectState, rnd: Round, tasks: list[dict[str, Any]], progress: bool,
+    refresh: bool = False,
+) -> PushReport:  # fmt: skip
+    """Push the round's order for its unannotated tasks, showing what is served now."""
+    by_id = {int(t["id"]): t for t in tasks}
+    todo = [t for t in rnd.order if t in by_id and not has_human_labels(by_id[t])]
+    return push_order(
         ctx.client, ctx.project_id, ctx.config, rnd.version, rnd.order, todo,
         {int(k): v for k, v in rnd.clusters.items()},
         _pre_annotation(ctx, state, ctx.find_pseudo_version(tasks)), by_id, rnd.number, progress=progress,
+        refresh=refresh,
     )  # fmt: skip
-    return RankResult(rnd, pushed, errors)
 
 
 def refresh_round(ctx: ProjectContext, progress: bool = True) -> PushReport | None:
@@ -139,15 +147,7 @@ def refresh_round(ctx: ProjectContext, progress: bool = True) -> PushReport | No
     rnd = state.current_round
     if rnd is None or rnd.finetuned is not None:
         return None
-    tasks = ctx.tasks()
-    by_id = {int(t["id"]): t for t in tasks}
-    todo = [t for t in rnd.order if t in by_id and not has_human_labels(by_id[t])]
-    return push_order(
-        ctx.client, ctx.project_id, ctx.config, rnd.version, rnd.order, todo,
-        {int(k): v for k, v in rnd.clusters.items()},
-        _pre_annotation(ctx, state, ctx.find_pseudo_version(tasks)), by_id, rnd.number, progress=progress,
-        refresh=True,
-    )  # fmt: skip
+    return _push_round(ctx, state, rnd, ctx.tasks(), progress, refresh=True)
 
 
 def _disagreement(ctx: ProjectContext, tasks: list[dict[str, Any]], scores: list[TaskScore]) -> np.ndarray:
