@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from segment_anything.utils.amg import calculate_stability_score
 
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image, read_label_image
@@ -14,7 +15,14 @@ from activeseg.metrics import score_dataset
 from ml_backend.pseudolabelers import ModelLoadError, build_pseudolabeler
 from ml_backend.pseudolabelers.classical import ClassicalLabeler, ClassicalSettings
 from ml_backend.pseudolabelers.postprocess import full_crop, masks_to_labels
-from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler, detector_boxes, sam_rgb
+from ml_backend.pseudolabelers.sam import (
+    SamAutoLabeler,
+    SamBoxLabeler,
+    detector_boxes,
+    inner_points,
+    jittered,
+    sam_rgb,
+)
 from ml_backend.pseudolabelers.sam_models import build_tiny_sam, load_sam_checkpoint
 from ml_backend.pseudolabelers.tiling import blocks, suppress_duplicates
 
@@ -150,6 +158,67 @@ def test_sam_refines_only_the_cells_the_detector_is_unsure_of(sample) -> None:
         and unsure.version != build_pseudolabeler("litemedsam").version
     )
     assert gated.version != everyone.version
+
+
+def test_prompt_points_lie_inside_their_cells() -> None:
+    """A crescent's centroid is off the cell; its prompt point is not."""
+    yy, xx = np.mgrid[:40, :40]
+    ring = (np.hypot(yy - 20, xx - 20) < 15) & (np.hypot(yy - 20, xx - 26) >= 12)
+    labels = np.zeros((40, 40), np.int32)
+    labels[ring] = 1
+    labels[2:6, 30:36] = 2
+    points = inner_points(labels)
+    assert points.shape == (2, 2)
+    for cell, (x, y) in enumerate(points, 1):
+        assert labels[int(y), int(x)] == cell
+    boxes = detector_boxes(labels, 0)
+    again = jittered(boxes, 0)
+    np.testing.assert_array_equal(again, jittered(boxes, 0))  # deterministic per draw
+    assert not np.array_equal(again, jittered(boxes, 1))
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    assert np.all(np.abs(again - boxes) <= 0.1 * size + 1e-4) and np.any(again != boxes)
+
+
+def test_sam_prompt_variants_change_what_the_decoder_is_asked(sample) -> None:
+    """multimask picks, per box, the best of SAM's three masks by the named score; jitter averages
+    the box's answer with its jittered copies'; a point prompt changes the answer; each variant
+    is part of the labeller's version only when it is on."""
+    img, _ = sample[1]
+    plain = SamBoxLabeler(build_tiny_sam, weights_id="tiny")
+    plain.load()
+    boxes = detector_boxes(plain.detector.segment(img).labels, plain.margin)[:5]
+    plain._predictor.set_image(sam_rgb(img))
+    base = plain.box_logits(boxes)[0]
+    predictor = plain._predictor
+    with torch.inference_mode():
+        t = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes), predictor.original_size)
+        three, three_iou, _ = predictor.predict_torch(
+            None, None, boxes=t, multimask_output=True, return_logits=True
+        )
+    stability = calculate_stability_score(three, 0.0, 1.0)
+    for choice, score in (("iou", three_iou), ("stability", stability)):
+        lab = SamBoxLabeler(build_tiny_sam, weights_id="tiny", multimask=choice)
+        lab._predictor_ = predictor
+        logits, ious = lab.box_logits(boxes)
+        best = score.argmax(dim=1)
+        for i, j in enumerate(best.tolist()):
+            np.testing.assert_allclose(logits[i], three[i, j].numpy(), atol=1e-5)
+            assert ious[i] == pytest.approx(float(three_iou[i, j].clamp(0, 1)), abs=1e-6)
+        assert lab.settings()["multimask"] == choice
+    jitter = SamBoxLabeler(build_tiny_sam, weights_id="tiny", jitter=2)
+    jitter._predictor_ = predictor
+    mean = (base + sum(plain.box_logits(jittered(boxes, d))[0] for d in range(2))) / 3
+    np.testing.assert_allclose(jitter.box_logits(boxes)[0], mean, atol=1e-4)
+    points = inner_points(plain.detector.segment(img).labels)[:5]
+    pointed = SamBoxLabeler(build_tiny_sam, weights_id="tiny", point_prompt=True)
+    pointed._predictor_ = predictor
+    assert not np.allclose(pointed.box_logits(boxes, points)[0], base)
+    seg = pointed.segment(img)
+    assert seg.labels.shape == img.shape[:2] and seg.n_instances > 0
+    assert {"point_prompt", "jitter"} & plain.settings().keys() == set()
+    assert len({plain.version, pointed.version, jitter.version}) == 3
+    with pytest.raises(ValueError, match="multimask"):
+        SamBoxLabeler(build_tiny_sam, weights_id="tiny", multimask="largest")
 
 
 @pytest.mark.slow

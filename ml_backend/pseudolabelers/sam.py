@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
+from segment_anything.utils.amg import calculate_stability_score
 from skimage.measure import regionprops
 
 from activeseg.imageio import to_display
@@ -50,6 +51,29 @@ def detector_boxes(labels: np.ndarray, margin: int) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
+def inner_points(labels: np.ndarray) -> np.ndarray:
+    """One XY point per instance (``detector_boxes``' order) that lies inside it: the mask pixel
+    nearest its centroid, so a curved cell's point still falls on the cell."""
+    points = []
+    for region in regionprops(labels):
+        coords = region.coords  # (n, 2) rows, cols
+        nearest = coords[np.argmin(((coords - np.asarray(region.centroid)) ** 2).sum(axis=1))]
+        points.append((nearest[1] + 0.5, nearest[0] + 0.5))
+    return np.asarray(points, dtype=np.float32).reshape(-1, 2)
+
+
+def jittered(boxes: np.ndarray, draw: int, spread: float = 0.1) -> np.ndarray:
+    """The ``draw``-th deterministic jitter of XYXY boxes: each edge moved by up to ``spread`` of
+    the box's size (the box-noise SAM was trained with)."""
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    noise = np.random.default_rng(draw).uniform(-spread, spread, size=boxes.shape)
+    return (boxes + noise * size).astype(np.float32)
+
+
+#: how a box's mask is chosen when SAM answers with three (``SamBoxLabeler(multimask=...)``)
+MULTIMASK_CHOICES = ("iou", "stability")
+
+
 @dataclass
 class Refined:
     """One image's detector answer and, per detected cell, SAM's logits in the cell's window."""
@@ -83,7 +107,14 @@ class SamBoxLabeler(PseudoLabeler):
         mask_threshold: float = 0.0,
         refine_below: float | None = None,
         min_sam_iou: float = 0.0,
+        multimask: str | None = None,
+        point_prompt: bool = False,
+        jitter: int = 0,
     ) -> None:
+        if multimask is not None and multimask not in MULTIMASK_CHOICES:
+            raise ValueError(
+                f"multimask must be one of {', '.join(MULTIMASK_CHOICES)} or None, got {multimask!r}"
+            )
         self.name = name
         self.detector = detector or ClassicalLabeler()
         self.margin, self.batch_size, self.min_area = margin, batch_size, min_area
@@ -93,6 +124,10 @@ class SamBoxLabeler(PseudoLabeler):
         self.refine_below = refine_below
         #: a cell keeps its classical mask where SAM's predicted IoU is below this
         self.min_sam_iou = min_sam_iou
+        #: None: SAM's single mask; "iou"/"stability": the best of its three by that score
+        self.multimask = multimask
+        self.point_prompt = point_prompt  # a positive point inside the cell besides its box
+        self.jitter = jitter  # extra jittered boxes per cell, logits averaged (0: the box alone)
         self.weights_id = weights_id
         self._load_model = load_model
         self._predictor_: SamPredictor | None = None
@@ -125,6 +160,12 @@ class SamBoxLabeler(PseudoLabeler):
             settings["refine_below"] = self.refine_below
         if self.min_sam_iou != 0.0:
             settings["min_sam_iou"] = self.min_sam_iou
+        if self.multimask is not None:
+            settings["multimask"] = self.multimask
+        if self.point_prompt:
+            settings["point_prompt"] = True
+        if self.jitter:
+            settings["jitter"] = self.jitter
         return settings
 
     def segment(self, image: np.ndarray) -> Segmentation:
@@ -138,9 +179,11 @@ class SamBoxLabeler(PseudoLabeler):
         det = self.detector.segment(image)
         ids = [r.label for r in regionprops(det.labels)]  # detector_boxes' order
         boxes = detector_boxes(det.labels, self.margin)
+        points = inner_points(det.labels) if self.point_prompt else None
         if refine_below is not None:
             unsure = [i for i, cell in enumerate(ids) if det.instance_scores.get(cell, 0.0) < refine_below]
             ids, boxes = [ids[i] for i in unsure], boxes[unsure]
+            points = None if points is None else points[unsure]
         refined = Refined(det, [], [], [])
         if len(boxes) == 0:
             return refined
@@ -149,7 +192,10 @@ class SamBoxLabeler(PseudoLabeler):
             for (r0, c0, r1, c1), members in self._tiles(rgb.shape[:2], boxes):
                 self._predictor.set_image(np.ascontiguousarray(rgb[r0:r1, c0:c1]))
                 local = boxes[members] - np.array([c0, r0, c0, r0], dtype=np.float32)
-                logits, ious = self.box_logits(local)
+                local_points = (
+                    None if points is None else points[members] - np.array([c0, r0], dtype=np.float32)
+                )
+                logits, ious = self.box_logits(local, local_points)
                 for box, logit, iou, member in zip(local, logits, ious, members, strict=True):
                     rows, cols = _around(box, logit.shape)
                     shifted = (slice(rows.start + r0, rows.stop + r0), slice(cols.start + c0, cols.stop + c0))
@@ -220,19 +266,42 @@ class SamBoxLabeler(PseudoLabeler):
         return [(tile, np.flatnonzero(best == k)) for k, tile in enumerate(tiles) if (best == k).any()]
 
     @torch.inference_mode()
-    def box_logits(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mask logits (N, H, W) and predicted IoUs (N,) for boxes on the image set last; batched."""
-        predictor = self._predictor
+    def box_logits(
+        self, boxes: np.ndarray, points: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mask logits (N, H, W) and predicted IoUs (N,) for boxes (and, with ``points``, one
+        positive XY point each) on the image set last; batched; with ``jitter``, averaged over
+        the box and its jittered copies."""
+        variants = [boxes] + [jittered(boxes, draw) for draw in range(self.jitter)]
         logits, ious = [], []
         for start in range(0, len(boxes), self.batch_size):
-            chunk = torch.as_tensor(boxes[start : start + self.batch_size], device=predictor.device)
-            chunk = predictor.transform.apply_boxes_torch(chunk, predictor.original_size)
-            m, iou, _ = predictor.predict_torch(
-                None, None, boxes=chunk, multimask_output=False, return_logits=True
-            )
-            logits.append(m[:, 0].cpu().numpy())
-            ious.append(iou[:, 0].clamp(0, 1).cpu().numpy())
+            batch = slice(start, start + self.batch_size)
+            where = None if points is None else points[batch]
+            answers = [self._decode(variant[batch], where) for variant in variants]
+            logits.append((sum(m for m, _ in answers) / len(answers)).cpu().numpy())
+            ious.append((sum(iou for _, iou in answers) / len(answers)).clamp(0, 1).cpu().numpy())
         return np.concatenate(logits), np.concatenate(ious)
+
+    def _decode(self, boxes: np.ndarray, points: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoder pass: a mask's logits (N, H, W) and predicted IoU (N,) per prompt."""
+        predictor = self._predictor
+        box = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, device=predictor.device),
+                                                    predictor.original_size)  # fmt: skip
+        coords = labels = None
+        if points is not None:
+            xy = torch.as_tensor(points[:, None, :], device=predictor.device)
+            coords = predictor.transform.apply_coords_torch(xy, predictor.original_size)
+            labels = torch.ones(coords.shape[:2], dtype=torch.int, device=predictor.device)
+        many = self.multimask is not None
+        m, iou, _ = predictor.predict_torch(
+            coords, labels, boxes=box, multimask_output=many, return_logits=True
+        )
+        if not many:
+            return m[:, 0], iou[:, 0]
+        score = iou if self.multimask == "iou" else calculate_stability_score(m, self.mask_threshold, 1.0)
+        pick = score.argmax(dim=1)
+        rows = torch.arange(len(m), device=m.device)
+        return m[rows, pick], iou[rows, pick]
 
     def predict_boxes(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Masks (N, H, W) at ``mask_threshold`` and predicted IoUs (N,), as :meth:`box_logits`."""
