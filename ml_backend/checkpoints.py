@@ -61,13 +61,16 @@ KNOWN: dict[str, Checkpoint] = {
         "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
         2_564_550_879, "vit_h",
     ),
-    # micro-sam's vit_t_lm is left out: its TinyViT encoder needs mobile_sam, which no package
-    # registry ships; its *_decoder files serve micro-sam's own instance decoder, not SAM's prompts
+    # micro-sam's *_decoder files serve its own instance decoder, not SAM's prompts: left out
     "vit_b_lm": _micro_sam(
         "vit_b_lm", "diplomatic-bug/1.2/files/vit_b.pt", "fe9252a29f3f4ea53c15a06de471e186", "vit_b"
     ),
     "vit_l_lm": _micro_sam(
         "vit_l_lm", "idealistic-rat/1.2/files/vit_l.pt", "017f20677997d628426dec80a8018f9d", "vit_l"
+    ),
+    # MobileSAM's TinyViT encoder (sam_models.build_vit_t); version 1.1 is the one 1.8.10 lists
+    "vit_t_lm": _micro_sam(
+        "vit_t_lm", "faithful-chicken/1.1/files/vit_t.pt", "72ec5074774761a6e5c05a08942f981e", "vit_t"
     ),
 }  # fmt: skip
 

@@ -797,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list or download known SAM checkpoints (digest checked)",
         description="Download SAM weights for the sam-box / sam-auto pseudo-labellers and the smart tools: "
         "Meta's SAM (sam_vit_b/l/h, SHA-256 checked) or micro-sam's light-microscopy generalists "
-        "(vit_b_lm, vit_l_lm, xxh128 checked, as micro-sam's registry publishes them). "
+        "(vit_b_lm, vit_l_lm, vit_t_lm, xxh128 checked, as micro-sam's registry publishes them). "
         "ACTIVESEG_CHECKPOINT_MIRROR replaces every download host (files named as 'list' shows).",
     )
     p.add_argument("action", choices=["list", "fetch"])

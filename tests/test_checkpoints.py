@@ -81,12 +81,20 @@ def test_missing_file_and_unknown_name(mirror, tmp_path: Path, monkeypatch: pyte
 
 def test_known_checkpoints() -> None:
     """Meta's SAM with SHA-256, micro-sam's light-microscopy generalists with xxh128 (its registry's)."""
-    assert set(checkpoints.KNOWN) == {"sam_vit_b", "sam_vit_l", "sam_vit_h", "vit_b_lm", "vit_l_lm"}
+    assert set(checkpoints.KNOWN) == {
+        "sam_vit_b",
+        "sam_vit_l",
+        "sam_vit_h",
+        "vit_b_lm",
+        "vit_l_lm",
+        "vit_t_lm",
+    }
     for name, ckpt in checkpoints.KNOWN.items():
         algorithm, _, value = ckpt.digest.partition(":")
         assert (algorithm, len(value)) == (("xxh128", 32) if name.endswith("_lm") else ("sha256", 64))
         assert ckpt.url.startswith("https://") and ckpt.sam_type == name.removeprefix("sam_")[:5]
     assert checkpoints.KNOWN["vit_b_lm"].url.endswith("/diplomatic-bug/1.2/files/vit_b.pt")
+    assert checkpoints.KNOWN["vit_t_lm"].url.endswith("/faithful-chicken/1.1/files/vit_t.pt")
     with pytest.raises(ValueError, match="digest must be one of"):
         Checkpoint("x.pt", "md5:abc", None, "vit_b", "https://example.org/x.pt", "test")
 

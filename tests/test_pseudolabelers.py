@@ -23,7 +23,7 @@ from ml_backend.pseudolabelers.sam import (
     jittered,
     sam_rgb,
 )
-from ml_backend.pseudolabelers.sam_models import build_tiny_sam, load_sam_checkpoint
+from ml_backend.pseudolabelers.sam_models import build_tiny_sam, build_vit_t, load_sam_checkpoint
 from ml_backend.pseudolabelers.tiling import blocks, suppress_duplicates
 
 
@@ -318,6 +318,41 @@ def test_checkpoint_errors_are_clear(tmp_path: Path) -> None:
         load_sam_checkpoint(listed)
     with pytest.raises(ValueError, match="unknown pseudo-labeller"):
         build_pseudolabeler("magic")
+
+
+def test_micro_sams_vit_t_lm_layout_loads_into_tinyvit(tmp_path: Path, sample) -> None:
+    """vit_t_lm as micro-sam saves it: MobileSAM's keys (its unused classifier head included) under
+    ``model_state``, prefixed ``sam.``. The file's attention biases are what the encoder uses
+    (TinyViT caches them when put in eval mode, so that must come after loading), the file's type
+    is recognised from its 3x3 stem, and the model segments through the sam-box path."""
+    torch.manual_seed(0)
+    state = build_vit_t().state_dict()
+    # MobileSAM's vit_t, counted from its code: 439 keys, 4 of them the classifier head
+    assert len(state) == 435 and state["image_encoder.patch_embed.seq.0.c.weight"].shape == (32, 3, 3, 3)
+    assert state["image_encoder.neck.0.weight"].shape == (256, 320, 1, 1)
+    biases = [k for k in state if k.endswith("attention_biases")]
+    state.update({k: torch.randn_like(state[k]) for k in biases})
+    state.update({
+        "image_encoder.norm_head.weight": torch.ones(320), "image_encoder.norm_head.bias": torch.zeros(320),
+        "image_encoder.head.weight": torch.zeros(1000, 320), "image_encoder.head.bias": torch.zeros(1000),
+    })  # fmt: skip
+    path = tmp_path / "vit_t_lm.pt"
+    torch.save({"model_state": {f"sam.{k}": v for k, v in state.items()}}, path)
+    sam = load_sam_checkpoint(path, "vit_t")
+    attn = sam.image_encoder.layers[1].blocks[0].attn
+    assert not attn.training and attn.ab.abs().sum() > 0
+    torch.testing.assert_close(attn.ab, attn.attention_biases[:, attn.attention_bias_idxs])
+    torch.testing.assert_close(
+        attn.attention_biases, state["image_encoder.layers.1.blocks.0.attn.attention_biases"]
+    )
+    with pytest.raises(
+        ModelLoadError, match="is a vit_t checkpoint, not vit_b: set ACTIVESEG_SAM_TYPE=vit_t"
+    ):
+        load_sam_checkpoint(path, "vit_b")
+    img, _ = sample[1]
+    lab = SamBoxLabeler(lambda: sam, weights_id="vit_t_lm", tile_size=1024)
+    seg = lab.segment(img)
+    assert seg.labels.shape == img.shape[:2] and seg.n_instances > 0
 
 
 def test_tiles_cover_every_box_once_and_keep_cells_whole(sample) -> None:

@@ -10,7 +10,9 @@
 
 ``classical`` is the default because no SAM-family labeller beat it by the 0.03 mSA asked on the
 DSB2018 test images (``benchmarks/pseudolabels.py``): ``litemedsam-unsure``, whose settings were
-tuned on training images (``benchmarks/pseudolabel_tuning.py``), came closest (+0.020).
+tuned on training images (``benchmarks/pseudolabel_tuning.py``), came closest (+0.020); the
+prompt variants ``SamBoxLabeler`` offers (a point inside the cell, jittered boxes, a multimask
+choice) did not beat its plain box there.
 Constructing a labeller is cheap; weights load on first use,
 and torch and segment_anything are imported only when a SAM labeller is built (importing them
 costs seconds, which every ``activeseg`` command, even ``--help``, used to pay).

