@@ -21,6 +21,7 @@ from orchestrator.study.report import (
     paired_differences,
     paired_table,
     results_json,
+    scaling_table,
     summarise,
     winner,
     write_report,
@@ -36,6 +37,7 @@ from orchestrator.study.runner import (
     StudyConfig,
     curve_arm,
     is_selection,
+    scaled_arm,
 )
 from orchestrator.study.split import split_pool_test
 
@@ -303,6 +305,50 @@ def test_the_winner_is_the_best_mean_over_the_budgets_every_arm_ran() -> None:
     assert results_json(records, {"data": "d"})["default_strategy"] == "random"
     assert winner(summarise([r for r in records if r["k"] == 1])) == "disagreement"  # only 1 % ran
     assert winner(summarise([_record(PSEUDO_ONLY, 0, 0, 0.3)])) is None
+
+
+def test_scaled_fine_tunes_grow_with_k_and_pair_with_the_fixed_budget(tmp_path: Path) -> None:
+    """``scaled_finetune``: each selection arm once more at every k but the reference one, with the
+    fine-tune in proportion to k; same picks; reported against the fixed budget and against the
+    scaled baselines; never the winner; the folder's settings do not change."""
+    cfg = dict(pool_size=100, budgets=("2%", "5%", "10%"), seeds=(0,), strategies=("entropy",), full=False,
+               finetune_iterations=250, iterations_per_epoch=50)  # fmt: skip
+    plain = Study(config(**cfg), tmp_path).plan()
+    study = Study(config(**cfg, scaled_finetune="5%"), tmp_path)
+    plan = study.plan()
+    extra = [r for r in plan if r not in plain]
+    assert plain == [r for r in plan if r in plain]
+    assert {(r.arm, r.k) for r in extra} == {
+        (scaled_arm(a), k) for a in ("entropy", "random", "instance-random") for k in (2, 10)
+    }
+    assert is_selection(scaled_arm("entropy")) and len({r.key for r in plan}) == len(plan)
+    budgets = {r.k: study.finetune_budget(r).iterations for r in extra if r.arm == scaled_arm("entropy")}
+    assert budgets == {2: 100, 10: 500}  # 250 x k / 5, in whole epochs of 50
+    assert study.finetune_budget(Run("entropy", 10, 0)).iterations == 250
+    timed = Study(config(**cfg, finetune_minutes=2.0, scaled_finetune="5%"), tmp_path / "timed")
+    assert timed.finetune_budget(Run(scaled_arm("random"), 10, 0)).minutes == pytest.approx(4.0)
+    with pytest.raises(LoopError):
+        config(scaled_finetune="lots")
+
+    records = []
+    for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+        for arm, msa in (("entropy", 0.36), ("random", 0.33), ("instance-random", 0.33)):
+            records.append(_record(arm, 10, seed, msa + jitter) | {"iterations": 250})
+            records.append(_record(scaled_arm(arm), 10, seed, msa + 0.02 + jitter) | {"iterations": 500})
+    cells = summarise(records)
+    assert winner(cells) == "entropy"  # the scaled entropy (0.38) is a budget, not a strategy
+    table = scaling_table(records)
+    assert "| 10 | entropy | +0.020 ± 0.000 (3 seeds) | 500 (250) |" in table
+    assert "| 10 | random | +0.020 ± 0.000 (3 seeds) | 500 (250) |" in table
+    paired = paired_table(records)
+    assert f"| 10 | {scaled_arm('entropy')} | +0.030 ± 0.000 (3 seeds) | +0.030 ± 0.000 (3 seeds) |" in paired
+    assert scaled_arm("random") not in paired  # a baseline is a column, scaled or not
+    rows = [line.split(" | ")[0] for line in markdown_table(cells).splitlines()[2:]]
+    assert rows == [f"| {a}" for a in ("entropy", scaled_arm("entropy"), "random", scaled_arm("random"),
+                                       "instance-random", scaled_arm("instance-random"))]  # fmt: skip
+    assert scaling_table([r for r in records if "∝" not in r["arm"]]) is None
+    write_report(records, tmp_path / "report", {}, 10)
+    assert "against the fixed budget" in (tmp_path / "report" / "results.md").read_text()
 
 
 @pytest.mark.slow

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         finetune_minutes=args.finetune_minutes,
         full_iterations=args.full_iterations,
         full_curve=curve,
+        scaled_finetune=args.scaled_finetune,
         configuration=args.plan,
         init=args.init,
         finetune_with_pseudo=args.finetune_with_pseudo,
@@ -106,7 +107,16 @@ def run(args: argparse.Namespace) -> int:
     records = study.records() if args.report_only else study.run()
     if not records:
         raise LoopError(f"{args.out} has no finished runs yet; run without --report-only")
-    unrelated = ("budgets", "seeds", "strategies", "full_curve", "full", "device", "workers")
+    unrelated = (
+        "budgets",
+        "seeds",
+        "strategies",
+        "full_curve",
+        "scaled_finetune",
+        "full",
+        "device",
+        "workers",
+    )
     settings = {k: v for k, v in config_dict(config).items() if k not in unrelated}
     headline_k = budget_to_k(args.headline_budget, records[0]["pool"])
     print("\n" + write_report(records, args.out, settings, headline_k))
@@ -207,6 +217,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--full-curve", default=None,
         help="fractions of --full-iterations also trained (first seed), the reference's learning curve "
         f"({_preset_help('full_curve')})",
+    )  # fmt: skip
+    p.add_argument(
+        "--scaled-finetune", default=None, metavar="BUDGET",
+        help="also run every selection arm with its fine-tuning budget in proportion to k: "
+        "--finetune-iterations at this budget (e.g. 5%%), twice that at twice the images; the arms "
+        "are named '<arm>, fine-tune ∝ k' and compared with the fixed budget (default: off)",
     )  # fmt: skip
     p.add_argument(
         "--pretrain-minutes",

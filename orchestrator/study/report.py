@@ -23,7 +23,10 @@ from orchestrator.study.runner import (
     PSEUDO_LABELS,
     PSEUDO_MODEL,
     PSEUDO_ONLY,
+    base_arm,
+    is_scaled,
     is_selection,
+    scaled_arm,
 )
 
 METRICS = ("mSA", "AP50", "F1")
@@ -37,13 +40,15 @@ ARM_ORDER = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, FULL_FROM_PSEUDO, FULL_FR
 WINNER_PERCENTS = (2.0, 5.0, 10.0)
 
 
-def _arm_order(arm: str) -> tuple[int, str]:
-    """References in ARM_ORDER, learning-curve points after them; strategies by name, baselines last."""
+def _arm_order(arm: str) -> tuple[int, str, bool]:
+    """References in ARM_ORDER, learning-curve points after them; strategies by name, baselines
+    last, each arm's scaled fine-tune right after it."""
     if arm in ARM_ORDER:
-        return ARM_ORDER.index(arm), ""
+        return ARM_ORDER.index(arm), "", False
     if not is_selection(arm):
-        return len(ARM_ORDER), arm
-    return len(ARM_ORDER) + 1 + (BASELINES.index(arm) + 1 if arm in BASELINES else 0), arm
+        return len(ARM_ORDER), arm, False
+    base = base_arm(arm)
+    return len(ARM_ORDER) + 1 + (BASELINES.index(base) + 1 if base in BASELINES else 0), base, is_scaled(arm)
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,12 @@ def winner_percents(cells: Sequence[Cell]) -> list[float]:
 
 def winner(cells: Sequence[Cell]) -> str | None:
     """The selection arm (a random baseline included) with the best mean mSA over
-    ``winner_percents``, among the arms that ran every one of them."""
+    ``winner_percents``, among the arms that ran every one of them at the study's fine-tuning
+    budget (a scaled arm names no strategy of its own)."""
     wanted = set(winner_percents(cells))
     means: dict[str, list[float]] = {}
     for c in cells:
-        if is_selection(c.arm) and round(c.percent, 6) in wanted:
+        if is_selection(c.arm) and not is_scaled(c.arm) and round(c.percent, 6) in wanted:
             means.setdefault(c.arm, []).append(c.mean())
     complete = {arm: float(np.mean(m)) for arm, m in means.items() if len(m) == len(wanted)}
     return max(sorted(complete), key=complete.__getitem__) if complete else None
@@ -178,30 +184,60 @@ def paired_differences(records: Sequence[dict[str, Any]], arm: str, baseline: st
     return [by_seed[(arm, k, s)] - by_seed[(baseline, k, s)] for s in seeds]
 
 
+def _paired(diffs: Sequence[float]) -> str:
+    """Mean ± standard deviation of paired differences, and whether the mean is within noise
+    (within two standard errors of 0)."""
+    if not diffs:
+        return "-"
+    mean = float(np.mean(diffs))
+    if len(diffs) < 2:
+        return f"{mean:+.3f} (1 seed: no spread)"
+    sd = float(np.std(diffs, ddof=1))
+    noise = abs(mean) <= 2 * sd / math.sqrt(len(diffs))
+    return f"{mean:+.3f} ± {sd:.3f} ({len(diffs)} seeds{', within noise' if noise else ''})"
+
+
+def _ran(records: Sequence[dict[str, Any]], arm: str, k: int) -> bool:
+    return any(r["arm"] == arm and int(r["k"]) == k for r in records)
+
+
 def paired_table(records: Sequence[dict[str, Any]]) -> str:
-    """Each selection arm against both random baselines, paired by seed: mean ± standard deviation
-    of the differences, and whether the mean is within noise (within two standard errors of 0)."""
+    """Each selection arm against both random baselines, paired by seed (a scaled arm against the
+    scaled baselines)."""
     lines = ["| k | arm | vs random | vs instance-random |", "|---|---|---|---|"]
     ks = sorted({int(r["k"]) for r in records if is_selection(r["arm"])})
-    arms = sorted({r["arm"] for r in records if is_selection(r["arm"]) and r["arm"] not in BASELINES})
+    arms = sorted(
+        {r["arm"] for r in records if is_selection(r["arm"]) and base_arm(r["arm"]) not in BASELINES},
+        key=_arm_order,
+    )
     for k in ks:
-        for arm in (a for a in arms if any(r["arm"] == a and int(r["k"]) == k for r in records)):
-            parts = []
-            for baseline in BASELINES:
-                diffs = paired_differences(records, arm, baseline, k)
-                if not diffs:
-                    parts.append("-")
-                    continue
-                mean = float(np.mean(diffs))
-                if len(diffs) < 2:
-                    parts.append(f"{mean:+.3f} (1 seed: no spread)")
-                    continue
-                sd = float(np.std(diffs, ddof=1))
-                noise = abs(mean) <= 2 * sd / math.sqrt(len(diffs))
-                parts.append(
-                    f"{mean:+.3f} ± {sd:.3f} ({len(diffs)} seeds{', within noise' if noise else ''})"
-                )
+        for arm in (a for a in arms if _ran(records, a, k)):
+            parts = [
+                _paired(paired_differences(records, arm, scaled_arm(b) if is_scaled(arm) else b, k))
+                for b in BASELINES
+            ]
             lines.append(f"| {k} | {arm} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
+def scaling_table(records: Sequence[dict[str, Any]]) -> str | None:
+    """Each scaled arm against the same arm at the study's fixed fine-tuning budget, paired by
+    seed: what a budget growing with k buys (None: the study ran no scaled arm)."""
+    scaled = sorted({r["arm"] for r in records if is_scaled(r["arm"])}, key=_arm_order)
+    if not scaled:
+        return None
+    lines = ["| k | arm | fine-tune ∝ k vs fixed | iterations (fixed) |", "|---|---|---|---|"]
+    for k in sorted({int(r["k"]) for r in records if is_scaled(r["arm"])}):
+        for arm in (a for a in scaled if _ran(records, a, k)):
+            its = {
+                r["arm"]: r.get("iterations")
+                for r in records
+                if int(r["k"]) == k and r["arm"] in (arm, base_arm(arm))
+            }
+            diffs = paired_differences(records, arm, base_arm(arm), k)
+            lines.append(
+                f"| {k} | {base_arm(arm)} | {_paired(diffs)} | {its.get(arm)} ({its.get(base_arm(arm))}) |"
+            )
     return "\n".join(lines)
 
 
@@ -233,7 +269,7 @@ def plot(cells: Sequence[Cell], out: Path) -> Path:
         arms = sorted({c.arm for c in cells if is_selection(c.arm)}, key=_arm_order)
         for arm, marker in zip(arms, "os^vD<>ph*", strict=False):
             pts = sorted((c for c in cells if c.arm == arm), key=lambda c: c.k)
-            dashed = "--" if arm in BASELINES else "-"
+            dashed = "--" if base_arm(arm) in BASELINES else "-"
             line = by_images.errorbar([c.percent for c in pts], [c.mean() for c in pts],
                                       yerr=[0 if c.n < 2 else c.std() for c in pts],
                                       marker=marker, capsize=3, label=arm, linestyle=dashed)  # fmt: skip
@@ -332,6 +368,9 @@ def write_report(records: Sequence[dict[str, Any]], out_dir: Path, settings: dic
             "Paired by seed, mSA differences:",
             paired_table(records),
         ]
+        scaling = scaling_table(records)
+        if scaling is not None:
+            sections += ["Fine-tuning in proportion to k against the fixed budget, paired by seed:", scaling]
     text = "\n\n".join([*sections, f"Settings: {budget}."])
     atomic_write_text(out_dir / "results.md", text + "\n")
     return text

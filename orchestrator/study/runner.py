@@ -15,6 +15,8 @@ iterations or in minutes, and is scored on the same held-out images:
 | full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
 | full, from scratch | ``full_iterations`` (default P + F) on every pool image's ground truth; its |
 |  | learning curve at fractions of that budget (``full_curve``, first seed) says how near its plateau |
+| each selection arm, "fine-tune ∝ k" | with ``scaled_finetune`` (a budget such as 5 %): the same k images, |
+|  | F iterations at that budget and in proportion to k at the others |
 
 The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
 careful person submits; a selection arm's record says what that cost (cells in its images, and
@@ -128,6 +130,23 @@ SETTINGS_BEFORE_THEY_EXISTED = {
 }
 
 
+SCALED = ", fine-tune ∝ k"
+
+
+def scaled_arm(arm: str) -> str:
+    """A selection arm whose fine-tuning budget grows with k (``StudyConfig.scaled_finetune``)."""
+    return arm + SCALED
+
+
+def base_arm(arm: str) -> str:
+    """The strategy (or random baseline) behind an arm, scaled or not."""
+    return arm.removesuffix(SCALED)
+
+
+def is_scaled(arm: str) -> bool:
+    return arm.endswith(SCALED)
+
+
 def curve_arm(fraction: float) -> str:
     """The learning-curve point of "full, from scratch" at ``fraction`` of its budget."""
     return f"{FULL_FROM_SCRATCH} at {fraction:g} of its budget"
@@ -163,6 +182,9 @@ class StudyConfig:
     iterations_per_epoch: int = 50
     full_iterations: int | None = None  # full, from scratch; None: pretrain + fine-tune iterations
     full_curve: tuple[float, ...] = ()  # fractions of full_iterations also run (first seed only)
+    #: a budget (e.g. "5%"): also run every selection arm with finetune_iterations at that k and
+    #: in proportion to k at the others, so each corrected image is seen as often at every k
+    scaled_finetune: str | None = None
     #: budgets in minutes instead of iterations (then the iterations only cap them)
     pretrain_minutes: float | None = None
     finetune_minutes: float | None = None
@@ -198,7 +220,7 @@ class StudyConfig:
             raise LoopError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(sorted(STRATEGIES))}")
         if any(not 0 < f < 1 for f in self.full_curve):
             raise LoopError("--full-curve takes fractions between 0 and 1, e.g. 0.25,0.5")
-        for budget in self.budgets:
+        for budget in (*self.budgets, *([self.scaled_finetune] if self.scaled_finetune else [])):
             try:
                 budget_to_k(budget, 100)
             except ValueError as exc:
@@ -399,6 +421,10 @@ class Study:
         for seed in cfg.seeds:
             runs.append(Run(PSEUDO_ONLY, 0, seed))
             runs += [Run(arm, k, seed) for k in self.ks() for arm in self.selection_arms]
+            if cfg.scaled_finetune:  # at the reference k the scaled arm is the plain one
+                reference = budget_to_k(cfg.scaled_finetune, n)
+                runs += [Run(scaled_arm(arm), k, seed) for k in self.ks() if k != reference
+                         for arm in self.selection_arms]  # fmt: skip
             if cfg.full:
                 runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
                 if seed == cfg.seeds[0]:
@@ -410,11 +436,24 @@ class Study:
         cfg = self.config
         total = cfg.full_iterations or cfg.pretrain_iterations + cfg.finetune_iterations
         minutes = (cfg.pretrain_minutes or 0) + (cfg.finetune_minutes or 0) or None
-        if fraction < 1:
-            per_epoch = min(total, cfg.iterations_per_epoch)
-            total = max(per_epoch, round(total * fraction / per_epoch) * per_epoch)
-            minutes = None if minutes is None else minutes * fraction
-        return cfg.budget(total, cfg.pretrain_lr, minutes)
+        return self._times(total, minutes, fraction, cfg.pretrain_lr)
+
+    def finetune_budget(self, r: Run) -> TrainBudget:
+        """An arm's fine-tune: ``finetune_iterations``, in proportion to k for a scaled arm."""
+        cfg = self.config
+        factor = 1.0
+        if is_scaled(r.arm) and cfg.scaled_finetune:
+            factor = r.k / budget_to_k(cfg.scaled_finetune, len(self.pool))
+        return self._times(cfg.finetune_iterations, cfg.finetune_minutes, factor, cfg.finetune_lr)
+
+    def _times(self, iterations: int, minutes: float | None, factor: float, lr: float) -> TrainBudget:
+        """A budget of ``factor`` x iterations (or minutes), in whole epochs, at least one."""
+        cfg = self.config
+        if factor != 1:
+            per_epoch = min(iterations, cfg.iterations_per_epoch)
+            iterations = max(per_epoch, round(iterations * factor / per_epoch) * per_epoch)
+            minutes = None if minutes is None else minutes * factor
+        return cfg.budget(iterations, lr, minutes)
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished run's record in this folder (also from earlier calls)."""
@@ -466,8 +505,7 @@ class Study:
             fraction = next((f for f in cfg.full_curve if r.arm == curve_arm(f)), 1.0)
             budget, parent = self.full_budget(fraction), None
         else:
-            budget = cfg.budget(cfg.finetune_iterations, cfg.finetune_lr, cfg.finetune_minutes)
-            parent = PRETRAINED
+            budget, parent = self.finetune_budget(r), PRETRAINED
         self._train(version, cases, budget, parent, r.seed or 0)
         record = self._score_model(version, picked or ())
         info = next(m for m in list_models(self.ws) if m.version == version)
@@ -597,7 +635,7 @@ class Study:
             labelled_features=np.zeros((0, features.shape[1]), np.float32),
             disagreement=scores["disagreement"], flip_spread=scores.get("flip_spread"),
         )  # fmt: skip
-        order = rank(candidates, k, strategy=arm, seed=seed).order[:k]
+        order = rank(candidates, k, strategy=base_arm(arm), seed=seed).order[:k]
         return [str(scores["ids"][i]) for i in order]
 
 
