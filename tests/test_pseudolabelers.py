@@ -161,12 +161,15 @@ def test_sam_refines_only_the_cells_the_detector_is_unsure_of(sample) -> None:
 
 
 def test_prompt_points_lie_inside_their_cells() -> None:
-    """A crescent's centroid is off the cell; its prompt point is not."""
+    """A C-shaped cell's centroid is off the cell; its prompt point is not."""
     yy, xx = np.mgrid[:40, :40]
-    ring = (np.hypot(yy - 20, xx - 20) < 15) & (np.hypot(yy - 20, xx - 26) >= 12)
+    radius = np.hypot(yy - 20, xx - 20)
+    c_shape = (radius >= 11) & (radius < 15) & (xx < 25)
     labels = np.zeros((40, 40), np.int32)
-    labels[ring] = 1
+    labels[c_shape] = 1
     labels[2:6, 30:36] = 2
+    cy, cx = np.argwhere(c_shape).mean(axis=0)
+    assert labels[round(cy), round(cx)] == 0  # the naive point would miss the cell
     points = inner_points(labels)
     assert points.shape == (2, 2)
     for cell, (x, y) in enumerate(points, 1):
@@ -370,5 +373,21 @@ def test_tiles_cover_every_box_once_and_keep_cells_whole(sample) -> None:
         assert inside[small].all()  # a cell smaller than the overlap is never cut by its tile
     seg = lab.segment(img)
     assert seg.labels.shape == img.shape[:2]
+    pointed = SamBoxLabeler(
+        build_tiny_sam, weights_id="tiny", tile_size=128, tile_overlap=48, point_prompt=True
+    )
+    asked: list[tuple[np.ndarray, np.ndarray]] = []
+    answer = pointed.box_logits
+    pointed.box_logits = lambda b, p: asked.append((b, p)) or answer(b, p)  # type: ignore[method-assign]
+    pointed.refine(img)
+    assert sum(len(b) for b, _ in asked) == len(boxes)
+    for local_boxes, local_points in asked:  # each point in its box, in the tile's coordinates
+        x, y = local_points[:, 0], local_points[:, 1]
+        assert np.all(
+            (local_boxes[:, 0] <= x)
+            & (x <= local_boxes[:, 2])
+            & (local_boxes[:, 1] <= y)
+            & (y <= local_boxes[:, 3])
+        )
     whole = SamBoxLabeler(build_tiny_sam, weights_id="tiny", tile_size=None)
     assert whole._tiles(img.shape[:2], boxes)[0][0] == (0, 0, 400, 700)

@@ -211,6 +211,7 @@ def test_selection_follows_the_strategies(tmp_path: Path) -> None:
     picks = {tuple(study.select("random", 4, seed)) for seed in range(5)}
     assert len(picks) > 1
     assert study.select("random", 4, 3) == study.select("random", 4, 3)
+    assert study.select(scaled_arm("random", "5%"), 4, 3) == study.select("random", 4, 3)  # same picks
 
 
 def _record(arm: str, k: int, seed: int | None, msa: float) -> dict[str, object]:
@@ -307,11 +308,13 @@ def test_the_winner_is_the_best_mean_over_the_budgets_every_arm_ran() -> None:
     assert winner(summarise([_record(PSEUDO_ONLY, 0, 0, 0.3)])) is None
 
 
+@needs_data
 def test_scaled_fine_tunes_grow_with_k_and_pair_with_the_fixed_budget(tmp_path: Path) -> None:
     """``scaled_finetune``: each selection arm once more at every k but the reference one, with the
-    fine-tune in proportion to k; same picks; reported against the fixed budget and against the
-    scaled baselines; never the winner; the folder's settings do not change."""
-    cfg = dict(pool_size=100, budgets=("2%", "5%", "10%"), seeds=(0,), strategies=("entropy",), full=False,
+    fine-tune in proportion to k and the reference in its name; same picks; reported against the
+    fixed budget and against the scaled baselines; never the winner; the folder's settings do
+    not change."""
+    cfg = dict(pool_size=100, budgets=("1%", "5%", "10%"), seeds=(0,), strategies=("entropy",), full=False,
                finetune_iterations=250, iterations_per_epoch=50)  # fmt: skip
     plain = Study(config(**cfg), tmp_path).plan()
     study = Study(config(**cfg, scaled_finetune="5%"), tmp_path)
@@ -319,14 +322,21 @@ def test_scaled_fine_tunes_grow_with_k_and_pair_with_the_fixed_budget(tmp_path: 
     extra = [r for r in plan if r not in plain]
     assert plain == [r for r in plan if r in plain]
     assert {(r.arm, r.k) for r in extra} == {
-        (scaled_arm(a), k) for a in ("entropy", "random", "instance-random") for k in (2, 10)
+        (scaled_arm(a, "5%"), k) for a in ("entropy", "random", "instance-random") for k in (1, 10)
     }
-    assert is_selection(scaled_arm("entropy")) and len({r.key for r in plan}) == len(plan)
-    budgets = {r.k: study.finetune_budget(r).iterations for r in extra if r.arm == scaled_arm("entropy")}
-    assert budgets == {2: 100, 10: 500}  # 250 x k / 5, in whole epochs of 50
+    assert is_selection(scaled_arm("entropy", "5%")) and len({r.key for r in plan}) == len(plan)
+    assert Run(scaled_arm("entropy", "5%"), 10, 0).key != Run(scaled_arm("entropy", "2%"), 10, 0).key
+    budgets = {
+        r.k: study.finetune_budget(r).iterations for r in extra if r.arm == scaled_arm("entropy", "5%")
+    }
+    assert budgets == {1: 50, 10: 500}  # 250 x k / 5, in whole epochs of at most 50
     assert study.finetune_budget(Run("entropy", 10, 0)).iterations == 250
     timed = Study(config(**cfg, finetune_minutes=2.0, scaled_finetune="5%"), tmp_path / "timed")
-    assert timed.finetune_budget(Run(scaled_arm("random"), 10, 0)).minutes == pytest.approx(4.0)
+    assert timed.finetune_budget(Run(scaled_arm("random", "5%"), 10, 0)).minutes == pytest.approx(4.0)
+    one_epoch = Study(
+        config(**{**cfg, "iterations_per_epoch": 250, "scaled_finetune": "10%"}), tmp_path / "e"
+    )
+    assert one_epoch.finetune_budget(Run(scaled_arm("entropy", "10%"), 1, 0)).iterations == 25
     with pytest.raises(LoopError):
         config(scaled_finetune="lots")
 
@@ -334,19 +344,26 @@ def test_scaled_fine_tunes_grow_with_k_and_pair_with_the_fixed_budget(tmp_path: 
     for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
         for arm, msa in (("entropy", 0.36), ("random", 0.33), ("instance-random", 0.33)):
             records.append(_record(arm, 10, seed, msa + jitter) | {"iterations": 250})
-            records.append(_record(scaled_arm(arm), 10, seed, msa + 0.02 + jitter) | {"iterations": 500})
+            records.append(
+                _record(scaled_arm(arm, "5%"), 10, seed, msa + 0.02 + jitter) | {"iterations": 500}
+            )
     cells = summarise(records)
     assert winner(cells) == "entropy"  # the scaled entropy (0.38) is a budget, not a strategy
     table = scaling_table(records)
-    assert "| 10 | entropy | +0.020 ± 0.000 (3 seeds) | 500 (250) |" in table
-    assert "| 10 | random | +0.020 ± 0.000 (3 seeds) | 500 (250) |" in table
+    assert "| 10 | entropy | +0.020 ± 0.000 (3 seeds) | 500 (250) | 5% |" in table
+    assert "| 10 | random | +0.020 ± 0.000 (3 seeds) | 500 (250) | 5% |" in table
     paired = paired_table(records)
-    assert f"| 10 | {scaled_arm('entropy')} | +0.030 ± 0.000 (3 seeds) | +0.030 ± 0.000 (3 seeds) |" in paired
-    assert scaled_arm("random") not in paired  # a baseline is a column, scaled or not
+    scaled = scaled_arm("entropy", "5%")
+    assert f"| 10 | {scaled} | +0.030 ± 0.000 (3 seeds) | +0.030 ± 0.000 (3 seeds) |" in paired
+    assert scaled_arm("random", "5%") not in paired  # a baseline is a column, scaled or not
     rows = [line.split(" | ")[0] for line in markdown_table(cells).splitlines()[2:]]
-    assert rows == [f"| {a}" for a in ("entropy", scaled_arm("entropy"), "random", scaled_arm("random"),
-                                       "instance-random", scaled_arm("instance-random"))]  # fmt: skip
+    assert rows == [
+        f"| {a}" for b in ("entropy", "random", "instance-random") for a in (b, scaled_arm(b, "5%"))
+    ]
     assert scaling_table([r for r in records if "∝" not in r["arm"]]) is None
+    results = results_json(records, {"data": "d"})
+    assert set(results["heldout"]) == {"entropy", "random", "instance-random"}  # registry names only
+    assert results["heldout_scaled_finetune"][scaled] == {"10": pytest.approx(0.38)}
     write_report(records, tmp_path / "report", {}, 10)
     assert "against the fixed budget" in (tmp_path / "report" / "results.md").read_text()
 

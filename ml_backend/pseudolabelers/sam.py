@@ -124,7 +124,8 @@ class SamBoxLabeler(PseudoLabeler):
         self.refine_below = refine_below
         #: a cell keeps its classical mask where SAM's predicted IoU is below this
         self.min_sam_iou = min_sam_iou
-        #: None: SAM's single mask; "iou"/"stability": the best of its three by that score
+        #: None: SAM's single mask; "iou"/"stability": the best of its three by that score (stability
+        #: at ``mask_threshold``), chosen per prompt, so each jittered copy may choose its own
         self.multimask = multimask
         self.point_prompt = point_prompt  # a positive point inside the cell besides its box
         self.jitter = jitter  # extra jittered boxes per cell, logits averaged (0: the box alone)

@@ -1,6 +1,7 @@
 """The study's outputs from its run records: a CSV (one row per run), a markdown table (mean and
 spread over seeds per arm and budget) with the headline, paired differences to both random
-baselines, the winning strategy, and a plot of mSA against the share of the pool annotated."""
+baselines, the winning strategy, a plot of mSA against the share of the pool annotated, and, where
+the study ran ``--scaled-finetune``, each scaled arm paired with its fixed-budget self."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from orchestrator.study.runner import (
     base_arm,
     is_scaled,
     is_selection,
-    scaled_arm,
+    scaled_reference,
 )
 
 METRICS = ("mSA", "AP50", "F1")
@@ -212,10 +213,8 @@ def paired_table(records: Sequence[dict[str, Any]]) -> str:
     )
     for k in ks:
         for arm in (a for a in arms if _ran(records, a, k)):
-            parts = [
-                _paired(paired_differences(records, arm, scaled_arm(b) if is_scaled(arm) else b, k))
-                for b in BASELINES
-            ]
+            suffix = arm.removeprefix(base_arm(arm))  # a scaled arm pairs with the scaled baselines
+            parts = [_paired(paired_differences(records, arm, b + suffix, k)) for b in BASELINES]
             lines.append(f"| {k} | {arm} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 
@@ -226,7 +225,10 @@ def scaling_table(records: Sequence[dict[str, Any]]) -> str | None:
     scaled = sorted({r["arm"] for r in records if is_scaled(r["arm"])}, key=_arm_order)
     if not scaled:
         return None
-    lines = ["| k | arm | fine-tune ∝ k vs fixed | iterations (fixed) |", "|---|---|---|---|"]
+    lines = [
+        "| k | arm | fine-tune ∝ k vs fixed | iterations (fixed) | anchored at |",
+        "|---|---|---|---|---|",
+    ]
     for k in sorted({int(r["k"]) for r in records if is_scaled(r["arm"])}):
         for arm in (a for a in scaled if _ran(records, a, k)):
             its = {
@@ -236,7 +238,8 @@ def scaling_table(records: Sequence[dict[str, Any]]) -> str | None:
             }
             diffs = paired_differences(records, arm, base_arm(arm), k)
             lines.append(
-                f"| {k} | {base_arm(arm)} | {_paired(diffs)} | {its.get(arm)} ({its.get(base_arm(arm))}) |"
+                f"| {k} | {base_arm(arm)} | {_paired(diffs)} | {its.get(arm)} ({its.get(base_arm(arm))}) "
+                f"| {scaled_reference(arm)} |"
             )
     return "\n".join(lines)
 
@@ -267,13 +270,17 @@ def plot(cells: Sequence[Cell], out: Path) -> Path:
         fig = Figure(figsize=(14, 4.8), dpi=100, layout="constrained")
         by_images, by_cells = fig.subplots(1, 2, sharey=True)
         arms = sorted({c.arm for c in cells if is_selection(c.arm)}, key=_arm_order)
-        for arm, marker in zip(arms, "os^vD<>ph*", strict=False):
+        bases = list(dict.fromkeys(base_arm(a) for a in arms))
+        colour_of = {b: f"C{i % 10}" for i, b in enumerate(bases)}
+        marker_of = {b: "os^vD<>ph*"[i % 10] for i, b in enumerate(bases)}
+        for arm in arms:  # a scaled arm in its strategy's colour and marker, dotted
             pts = sorted((c for c in cells if c.arm == arm), key=lambda c: c.k)
-            dashed = "--" if base_arm(arm) in BASELINES else "-"
-            line = by_images.errorbar([c.percent for c in pts], [c.mean() for c in pts],
-                                      yerr=[0 if c.n < 2 else c.std() for c in pts],
-                                      marker=marker, capsize=3, label=arm, linestyle=dashed)  # fmt: skip
-            colour = line[0].get_color()
+            base = base_arm(arm)
+            dashed = ":" if is_scaled(arm) else "--" if base in BASELINES else "-"
+            marker, colour = marker_of[base], colour_of[base]
+            by_images.errorbar([c.percent for c in pts], [c.mean() for c in pts],
+                               yerr=[0 if c.n < 2 else c.std() for c in pts], color=colour,
+                               marker=marker, capsize=3, label=arm, linestyle=dashed)  # fmt: skip
             for c in pts:  # every seed, so the spread is visible and not only summarised
                 by_images.scatter([c.percent] * c.n, c.values["mSA"], s=10, alpha=0.35, color=colour)
             costed = [c for c in pts if "cells_changed" in c.cost]
@@ -315,18 +322,24 @@ def plot(cells: Sequence[Cell], out: Path) -> Path:
 def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
     """``benchmarks/results/study.json``'s schema: mean held-out mSA per arm and % annotated, arms by
     registry name, with the pseudo-label and full-supervision references, the winner as
-    ``default_strategy``, the same for the unannotated pool and the shifted set, and the full
-    reference's learning curve (iterations -> mSA)."""
+    ``default_strategy``, the same for the unannotated pool and the shifted set, the full
+    reference's learning curve (iterations -> mSA) and any ``--scaled-finetune`` arms' held-out mSA."""
     cells = summarise(records)
 
     def by_arm(metric: str) -> dict[str, dict[str, float]]:
         table: dict[str, dict[str, float]] = {}
         for c in cells:
-            if (is_selection(c.arm) or c.arm == PSEUDO_ONLY) and metric in c.values:
+            if (
+                (is_selection(c.arm) and not is_scaled(c.arm)) or c.arm == PSEUDO_ONLY
+            ) and metric in c.values:
                 name = "pseudo-only" if c.arm == PSEUDO_ONLY else c.arm
                 table.setdefault(name, {})[f"{c.percent:g}"] = round(c.mean(metric), 4)
         return table
 
+    scaled: dict[str, dict[str, float]] = {}  # the arms of --scaled-finetune, by their own names
+    for c in cells:
+        if is_scaled(c.arm):
+            scaled.setdefault(c.arm, {})[f"{c.percent:g}"] = round(c.mean(), 4)
     references = {arm: _find(cells, arm) for arm in (PSEUDO_LABELS, FULL_FROM_SCRATCH, FULL_FROM_PSEUDO)}
     full = references[FULL_FROM_SCRATCH] or references[FULL_FROM_PSEUDO]
     from_scratch = [r for r in records if r["arm"].startswith(FULL_FROM_SCRATCH) and "iterations" in r]
@@ -345,6 +358,7 @@ def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
         "heldout": by_arm("mSA"),
         **{name: by_arm(name) for name in OTHER_SETS if by_arm(name)},
         "full_curve": dict(sorted(curve.items())),
+        **({"heldout_scaled_finetune": scaled} if scaled else {}),
     }
 
 

@@ -15,8 +15,8 @@ iterations or in minutes, and is scored on the same held-out images:
 | full, from pseudo model | the pseudo model + F iterations on every pool image's ground truth |
 | full, from scratch | ``full_iterations`` (default P + F) on every pool image's ground truth; its |
 |  | learning curve at fractions of that budget (``full_curve``, first seed) says how near its plateau |
-| each selection arm, "fine-tune ∝ k" | with ``scaled_finetune`` (a budget such as 5 %): the same k images, |
-|  | F iterations at that budget and in proportion to k at the others |
+| each selection arm, "fine-tune ∝ k | with ``scaled_finetune`` (a budget such as 5 %): the same k images, |
+| from 5%" | F iterations at that budget and in proportion to k at the others |
 
 The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
 careful person submits; a selection arm's record says what that cost (cells in its images, and
@@ -130,21 +130,29 @@ SETTINGS_BEFORE_THEY_EXISTED = {
 }
 
 
-SCALED = ", fine-tune ∝ k"
+SCALED = ", fine-tune ∝ k from "
 
 
-def scaled_arm(arm: str) -> str:
-    """A selection arm whose fine-tuning budget grows with k (``StudyConfig.scaled_finetune``)."""
-    return arm + SCALED
+def scaled_arm(arm: str, reference: str) -> str:
+    """A selection arm whose fine-tune grows with k: ``finetune_iterations`` at the ``reference``
+    budget (e.g. "5%"), in proportion to k at the others; the reference is in the name (and so
+    in the run's file), so runs anchored elsewhere are never mixed up."""
+    return f"{arm}{SCALED}{reference}"
 
 
 def base_arm(arm: str) -> str:
     """The strategy (or random baseline) behind an arm, scaled or not."""
-    return arm.removesuffix(SCALED)
+    return arm.split(SCALED)[0]
+
+
+def scaled_reference(arm: str) -> str | None:
+    """The budget a scaled arm's fine-tune is anchored at; None for any other arm."""
+    _, found, reference = arm.partition(SCALED)
+    return reference if found else None
 
 
 def is_scaled(arm: str) -> bool:
-    return arm.endswith(SCALED)
+    return SCALED in arm
 
 
 def curve_arm(fraction: float) -> str:
@@ -423,8 +431,8 @@ class Study:
             runs += [Run(arm, k, seed) for k in self.ks() for arm in self.selection_arms]
             if cfg.scaled_finetune:  # at the reference k the scaled arm is the plain one
                 reference = budget_to_k(cfg.scaled_finetune, n)
-                runs += [Run(scaled_arm(arm), k, seed) for k in self.ks() if k != reference
-                         for arm in self.selection_arms]  # fmt: skip
+                runs += [Run(scaled_arm(arm, cfg.scaled_finetune), k, seed) for k in self.ks()
+                         if k != reference for arm in self.selection_arms]  # fmt: skip
             if cfg.full:
                 runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
                 if seed == cfg.seeds[0]:
@@ -441,17 +449,18 @@ class Study:
     def finetune_budget(self, r: Run) -> TrainBudget:
         """An arm's fine-tune: ``finetune_iterations``, in proportion to k for a scaled arm."""
         cfg = self.config
-        factor = 1.0
-        if is_scaled(r.arm) and cfg.scaled_finetune:
-            factor = r.k / budget_to_k(cfg.scaled_finetune, len(self.pool))
+        reference = scaled_reference(r.arm)
+        factor = 1.0 if reference is None else r.k / budget_to_k(reference, len(self.pool))
         return self._times(cfg.finetune_iterations, cfg.finetune_minutes, factor, cfg.finetune_lr)
 
     def _times(self, iterations: int, minutes: float | None, factor: float, lr: float) -> TrainBudget:
-        """A budget of ``factor`` x iterations (or minutes), in whole epochs, at least one."""
+        """A budget of ``factor`` x iterations (or minutes), rounded to whole epochs of at most
+        ``iterations_per_epoch`` (a budget below one epoch is one shorter epoch)."""
         cfg = self.config
         if factor != 1:
-            per_epoch = min(iterations, cfg.iterations_per_epoch)
-            iterations = max(per_epoch, round(iterations * factor / per_epoch) * per_epoch)
+            target = iterations * factor
+            per_epoch = min(cfg.iterations_per_epoch, max(1, round(target)))
+            iterations = max(per_epoch, round(target / per_epoch) * per_epoch)
             minutes = None if minutes is None else minutes * factor
         return cfg.budget(iterations, lr, minutes)
 
