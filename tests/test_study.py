@@ -455,3 +455,14 @@ def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
     assert "study: 12 runs, 7 already done" in resumed.stdout
     assert checkpoint.read_bytes() == weights  # the pseudo model came with the folder
     assert (clone / "runs" / "tta_k3_s1.json").is_file() and (clone / "runs" / "random_k3_s1.json").is_file()
+
+    # a fine-tune growing with k, anchored at 1 image: 3 times the budget at 3, the same picks
+    scaled = subprocess.run([*cmd, "--no-full", "--scaled-finetune", "10%"], capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert scaled.returncode == 0, scaled.stdout[-2000:] + scaled.stderr[-2000:]
+    grown = json.loads((out / "runs" / "disagreement-fine-tune-k-from-10_k3_s0.json").read_text())
+    assert (
+        grown["arm"] == "disagreement, fine-tune ∝ k from 10%" and grown["iterations"] == 4
+    )  # 3, in epochs of 2
+    assert grown["picked"] == records["disagreement_k3_s0"]["picked"]
+    assert "against the fixed budget" in (out / "results.md").read_text()
