@@ -72,8 +72,9 @@ def cases_from_tasks(
     return report
 
 
-def oversample_human(cases: Sequence[Case]) -> list[Case]:
-    """The cases with each human one repeated (under new ids) until they make up about half.
+def oversample_human(cases: Sequence[Case], share: float = 0.5) -> list[Case]:
+    """The cases with each human one repeated (under new ids) until they make up about ``share``
+    of them.
 
     nnU-Net draws training cases uniformly: five corrected images among 95 pseudo-labels would be
     in one sample out of twenty, and the corrections would hardly count.
@@ -82,7 +83,7 @@ def oversample_human(cases: Sequence[Case]) -> list[Case]:
     others = [c for c in cases if c.source != "human"]
     if not human or not others:
         return list(cases)
-    copies = max(1, round(len(others) / len(human)))
+    copies = max(1, round(share / (1 - share) * len(others) / len(human)))
     repeated = [replace(c, id=f"{c.id}_copy{i}") if i else c for c in human for i in range(copies)]
     return others + repeated
 

@@ -32,7 +32,7 @@ from activeseg.nnunet.plans import (
     default_configuration,
     plan_choice,
 )
-from activeseg.nnunet.starting import StartingPoint
+from activeseg.nnunet.starting import StartingPoint, unwrapped
 from activeseg.nnunet.workspace import Workspace, WorkspaceError
 
 PREPROCESSED_CONFIGURATION = STOCK  # every configuration we train inherits its data from "2d"
@@ -47,8 +47,9 @@ class TrainBudget:
     2-core CPU.
 
     The learning rate follows nnU-Net's poly decay (``lr * (1 - progress) ** 0.9``) over the
-    budget's progress: the fraction of epochs done or, with ``minutes``, of the time spent,
-    whichever is further, so a short budget still ends at a small learning rate.
+    budget's progress: the fraction of iterations done or, with ``minutes``, of the time spent,
+    whichever is further, so a short budget still ends at a small learning rate. It is set before
+    every step, and a budget in minutes is checked there too, so one slow epoch cannot overrun it.
     """
 
     epochs: int = 2
@@ -60,6 +61,10 @@ class TrainBudget:
     batch_size: int | None = None
     #: training time in minutes (None: epochs alone); then ``epochs`` only caps it
     minutes: float | None = None
+    #: steps over which the learning rate ramps up linearly before its decay: nnU-Net's SGD
+    #: (momentum 0.99) starts every fine-tune with no momentum, and a full step at once kicks a
+    #: trained network away from where it was
+    warmup_iterations: int = 0
 
     @property
     def iterations(self) -> int:
@@ -187,7 +192,7 @@ def _trainer(
     trainer = nnUNetTrainer(
         dict(plans, continue_training=resume), choice.configuration, fold, dataset_json, device=device
     )
-    trainer.num_epochs = budget.epochs
+    trainer.num_epochs = max(1, budget.epochs)  # nnU-Net's own scheduler divides by it; see train()
     trainer.num_iterations_per_epoch = budget.iterations_per_epoch
     trainer.num_val_iterations_per_epoch = budget.val_iterations
     trainer.initial_lr = budget.initial_lr  # read by initialize(), where the optimiser is built
@@ -196,41 +201,59 @@ def _trainer(
 
 
 def _trained_seconds(trainer: Any) -> float:
-    """Seconds spent in finished epochs (restored from a checkpoint's log on resume)."""
+    """Seconds spent in epochs (restored from a checkpoint's log on resume), the running one too."""
     log = trainer.logger
     starts, ends = log.get_value("epoch_start_timestamps", None), log.get_value("epoch_end_timestamps", None)
-    return float(sum(e - s for s, e in zip(starts, ends, strict=False)))
+    done = float(sum(e - s for s, e in zip(starts, ends, strict=False)))
+    return done + (time.time() - starts[-1] if len(starts) > len(ends) else 0.0)
 
 
 class TimeUp(Exception):
-    """Raised after the epoch that used up a budget in minutes (caught by ``train``)."""
+    """Raised before the step that would start past a budget in minutes (caught by ``train``)."""
 
 
 class _BudgetSchedule:
-    """nnU-Net's poly learning rate over the budget's progress (epochs or minutes, whichever is
-    further); it replaces the trainer's own scheduler, which only knows epochs."""
+    """nnU-Net's poly learning rate over the budget's progress (iterations or minutes, whichever is
+    further), after an optional linear warm-up, set before every training step; it replaces the
+    trainer's own scheduler, which only knows epochs. It also counts the steps and ends a budget
+    in minutes between two steps."""
 
     def __init__(self, trainer: Any, budget: TrainBudget) -> None:
         self.trainer, self.budget = trainer, budget
+        self.steps = trainer.current_epoch * trainer.num_iterations_per_epoch  # resumed epochs count
 
     def progress(self) -> float:
-        by_epochs = self.trainer.current_epoch / self.trainer.num_epochs
+        total = self.trainer.num_epochs * self.trainer.num_iterations_per_epoch
+        by_steps = self.steps / total if total else 1.0
         by_time = _trained_seconds(self.trainer) / (60 * self.budget.minutes) if self.budget.minutes else 0.0
-        return min(1.0, max(by_epochs, by_time))
+        return min(1.0, max(by_steps, by_time))
+
+    def learning_rate(self) -> float:
+        lr = self.budget.initial_lr * (1 - self.progress()) ** 0.9
+        if self.budget.warmup_iterations:
+            lr *= min(1.0, (self.steps + 1) / self.budget.warmup_iterations)
+        return lr
 
     def step(self, current_step: int | None = None) -> None:
-        lr = self.budget.initial_lr * (1 - self.progress()) ** 0.9
+        """nnU-Net's scheduler call at each epoch's start (it logs the rate it finds)."""
         for group in self.trainer.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.learning_rate()
 
     def time_is_up(self) -> bool:
-        """After an epoch: would the next one end further past the budget than stopping now is
-        short of it?"""
-        if not self.budget.minutes:
-            return False
-        spent = _trained_seconds(self.trainer)
-        per_epoch = spent / max(1, len(self.trainer.logger.get_value("epoch_end_timestamps", None)))
-        return spent + per_epoch / 2 >= 60 * self.budget.minutes
+        return bool(self.budget.minutes) and _trained_seconds(self.trainer) >= 60 * self.budget.minutes
+
+    def wrap(self, train_step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``train_step`` with the rate set before it and the budget checked."""
+
+        def step(batch: Any) -> Any:
+            if self.time_is_up():
+                raise TimeUp
+            self.step()
+            out = train_step(batch)
+            self.steps += 1
+            return out
+
+        return step
 
 
 def _watch_epochs(
@@ -239,9 +262,8 @@ def _watch_epochs(
     on_epoch: Callable[[EpochProgress], None] | None,
     console: Any,
 ) -> None:
-    """Report each finished epoch and end a budget in minutes: wraps this trainer instance's own
-    ``on_epoch_end``. The report prints to ``console`` (the terminal), not to the nnU-Net log the
-    workspace redirects to."""
+    """Report each finished epoch: wraps this trainer instance's own ``on_epoch_end``. The report
+    prints to ``console`` (the terminal), not to the nnU-Net log the workspace redirects to."""
     original = trainer.on_epoch_end
 
     def on_epoch_end() -> None:
@@ -262,8 +284,6 @@ def _watch_epochs(
             )  # fmt: skip
             with contextlib.redirect_stdout(console):
                 on_epoch(progress)
-        if trainer.current_epoch < trainer.num_epochs and schedule.time_is_up():
-            raise TimeUp
 
     trainer.on_epoch_end = on_epoch_end
 
@@ -327,6 +347,7 @@ def train(
         resume = latest.is_file()
         trainer = _trainer(ws, fold, dev, resume, budget, choice)
         trainer.initialize()
+        trainer.num_epochs = budget.epochs  # 0: the weights as loaded (a starting point, a parent)
         mismatch = start.mismatch(trainer.network) if start is not None and parent_info is None else None
         use_start = start is not None and parent_info is None and mismatch is None
         if use_start and start_budget is not None:
@@ -344,11 +365,12 @@ def train(
             trainer.load_checkpoint(str(latest))
         elif parent_info is not None:
             ckpt = torch.load(parent_info.checkpoint(ws), map_location=dev, weights_only=False)
-            trainer.network.load_state_dict(ckpt["network_weights"])
+            unwrapped(trainer.network).load_state_dict(ckpt["network_weights"])  # compiled on a GPU
         elif use_start:
             start.load_into(trainer.network)
         schedule = _BudgetSchedule(trainer, budget)
         trainer.lr_scheduler = schedule
+        trainer.train_step = schedule.wrap(trainer.train_step)
         _watch_epochs(trainer, schedule, on_epoch, console)
         try:
             trainer.run_training()
@@ -363,14 +385,14 @@ def train(
             else [],
             "parameters": sum(p.numel() for p in trainer.network.parameters()),
         }
-        epochs_run, trained = int(trainer.current_epoch), _trained_seconds(trainer)
+        steps_run, trained = schedule.steps, _trained_seconds(trainer)
     (fold_dir / "checkpoint_best.pth").unlink(missing_ok=True)  # we never load it
     info = ModelInfo(
         version=version, kind="finetune" if parent else "pretrain", parent=parent,
         budget=dict(asdict(budget), batch_size=choice.batch_size),
         fold=str(fold), device=device, sources=dict(sources), metrics=metrics, seconds=time.time() - started,
         configuration=choice.configuration, plan=asdict(choice),
-        iterations=epochs_run * budget.iterations_per_epoch, training_seconds=round(trained, 1),
+        iterations=steps_run, training_seconds=round(trained, 1),
         started_from=started_from,
     )  # fmt: skip
     atomic_write_text(target / "model.json", json.dumps(asdict(info), indent=1))

@@ -13,7 +13,12 @@ change, derived from the size of the objects in the training labels:
 - patch: about 6 object diameters (the nearest power of two), never above nnU-Net's own patch;
 - depth: pool until the bottleneck is 8 px, so its receptive field still covers several objects;
 - width: 16 features doubling to at most 256 (halving the width quarters the cost);
-- batch: as many pixels per step as the stock plan at batch 2.
+- batch: a fixed number of pixels per step (8 patches of 128x128), whatever the images' size, so
+  a step costs about the same on 256x256 and on 1024x1024 fields; never above 64 patches.
+
+The batch used to be "the stock plan's pixels at batch 2", which tied it to nnU-Net's GPU patch:
+on 520x696 fields that patch is 640x768, so patch 128 got batch 60 and a step took 6-7 s instead
+of 0.3-0.5 s (``benchmarks/cpu_plan.py`` measures both on several collections).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ BASE_FEATURES, MAX_FEATURES = 16, 256
 PATCH_DIAMETERS = 6  # patch side in object diameters
 BOTTLENECK_PX = 8
 MIN_PATCH = 64
+#: pixels per CPU step: 8 patches of 128x128, the point measured on DSB2018 (docs/cpu-training.md)
+PIXELS_PER_STEP = 8 * 128 * 128
+MAX_CPU_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,7 @@ def derive_lite(stock: dict[str, Any], diameter: float | None) -> tuple[dict[str
     n_stages = min(int(stock_kwargs["n_stages"]), int(math.log2(min(patch) / BOTTLENECK_PX)) + 1)
     n_stages = max(n_stages, 2)
     features = [min(BASE_FEATURES * 2**i, MAX_FEATURES) for i in range(n_stages)]
-    batch = max(STOCK_CPU_BATCH, round(STOCK_CPU_BATCH * math.prod(stock_patch) / math.prod(patch)))
+    batch = min(MAX_CPU_BATCH, max(STOCK_CPU_BATCH, round(PIXELS_PER_STEP / math.prod(patch))))
     arch = copy.deepcopy(stock["architecture"])
     arch["arch_kwargs"].update(
         n_stages=n_stages,
@@ -118,7 +126,7 @@ def derive_lite(stock: dict[str, Any], diameter: float | None) -> tuple[dict[str
         f"CPU: {why_patch} -> patch {'x'.join(map(str, patch))} (stock {'x'.join(map(str, stock_patch))}); "
         f"pooled to a {min(patch) // 2 ** (n_stages - 1)} px bottleneck; features {BASE_FEATURES}-"
         f"{features[-1]} (stock {stock_features[0]}-{max(stock_features)}); "
-        f"batch {batch} = the stock plan's pixels per CPU step"
+        f"batch {batch}: {PIXELS_PER_STEP // 1024}k pixels per CPU step, whatever the image size"
     )
     config = {"inherits_from": STOCK, "patch_size": patch, "batch_size": batch, "architecture": arch,
               "activeseg_reason": reason}  # fmt: skip

@@ -49,7 +49,7 @@ class StartingPoint:
 
     def mismatch(self, network: Any) -> str | None:
         """Why these weights do not fit ``network`` (None: they do)."""
-        own = _unwrapped(network).state_dict()
+        own = unwrapped(network).state_dict()
         if set(own) != set(self.weights):
             return f"its network has {len(self.weights)} tensors, this project's {len(own)} (another depth)"
         for name, tensor in own.items():
@@ -58,7 +58,7 @@ class StartingPoint:
         return None
 
     def load_into(self, network: Any) -> None:
-        network = _unwrapped(network)
+        network = unwrapped(network)
         own = network.state_dict()
         network.load_state_dict({k: v.to(own[k].dtype) for k, v in self.weights.items()})
 
@@ -66,7 +66,7 @@ class StartingPoint:
         return f"{self.path.name}: {self.about.get('trained_on', 'unknown origin')}"
 
 
-def _unwrapped(network: Any) -> Any:
+def unwrapped(network: Any) -> Any:
     """The module itself, under ``torch.compile``'s wrapper if nnU-Net compiled it."""
     return getattr(network, "_orig_mod", network)
 

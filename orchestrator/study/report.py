@@ -94,12 +94,19 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[Cell]:
         Cell(
             arm, k, int(recs[0]["pool"]),
             {m: [float(r[m]) for r in recs] for m in METRICS}
-            | {s: [float(r[s]["mSA"]) for r in recs] for s in OTHER_SETS if all(s in r for r in recs)},
+            | {s: [float(r[s]["mSA"]) for r in recs] for s in OTHER_SETS
+               if all(s in r for r in recs) and not (s == "unannotated" and trained_on_pool(arm))},
             {c: [float(r[c]) for r in recs] for c in costs if all(c in r for r in recs)},
         )
         for (arm, k), recs in groups.items()
     ]  # fmt: skip
     return sorted(cells, key=lambda c: (c.k if is_selection(c.arm) else -1, _arm_order(c.arm)))
+
+
+def trained_on_pool(arm: str) -> bool:
+    """A fully supervised arm: it trained on every pool image's ground truth, so it has no
+    unannotated pool to be scored on (records made before the runner knew it still carry one)."""
+    return arm == FULL_FROM_PSEUDO or arm.startswith(FULL_FROM_SCRATCH)
 
 
 def _find(cells: Sequence[Cell], arm: str, k: int | None = None) -> Cell | None:
@@ -154,8 +161,8 @@ def _fmt(cell: Cell, metric: str) -> str:
 
 
 def markdown_table(cells: Sequence[Cell]) -> str:
-    """One row per arm and k; the unannotated-pool and shifted columns where every cell has them."""
-    others = [s for s in OTHER_SETS if all(s in c.values for c in cells)]
+    """One row per arm and k; the unannotated-pool and shifted columns where a cell has them."""
+    others = [s for s in OTHER_SETS if any(s in c.values for c in cells)]
     lines = [
         "| arm | annotated images | cells in them (changed) | seeds | "
         + " | ".join([*METRICS, *(OTHER_SETS[s] for s in others)])
@@ -171,7 +178,7 @@ def markdown_table(cells: Sequence[Cell]) -> str:
         )
         lines.append(
             f"| {c.arm} | {annotated} | {cost} | {c.n if c.seeded else 'n/a'} | "
-            + " | ".join(_fmt(c, m) for m in (*METRICS, *others))
+            + " | ".join(_fmt(c, m) if m in c.values else "-" for m in (*METRICS, *others))
             + " |"
         )
     return "\n".join(lines)
@@ -355,6 +362,9 @@ def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
         if references[PSEUDO_LABELS] is None
         else round(references[PSEUDO_LABELS].mean(), 4),
         "full_msa": None if full is None else round(full.mean(), 4),
+        "full_from_pseudo_msa": None
+        if references[FULL_FROM_PSEUDO] is None
+        else round(references[FULL_FROM_PSEUDO].mean(), 4),
         "heldout": by_arm("mSA"),
         **{name: by_arm(name) for name in OTHER_SETS if by_arm(name)},
         "full_curve": dict(sorted(curve.items())),

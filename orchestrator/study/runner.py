@@ -516,7 +516,8 @@ class Study:
         else:
             budget, parent = self.finetune_budget(r), PRETRAINED
         self._train(version, cases, budget, parent, r.seed or 0)
-        record = self._score_model(version, picked or ())
+        # the unannotated pool leaves out every image whose ground truth the arm trained on
+        record = self._score_model(version, [c.id for c in cases if c.source == "human"])
         info = next(m for m in list_models(self.ws) if m.version == version)
         if not self.keep_models:
             shutil.rmtree(self.ws.models / version)
