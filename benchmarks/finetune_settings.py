@@ -62,6 +62,8 @@ SETTINGS: dict[str, Setting] = {
     "lr1e-2-warmup": Setting(lr=1e-2, warmup=50),
     "lr3e-3-warmup": Setting(lr=3e-3, warmup=50),
     "lr1e-2-warmup-500": Setting(lr=1e-2, warmup=50, iterations=500),
+    "lr1e-2-500": Setting(lr=1e-2, iterations=500),
+    "lr1e-2-750": Setting(lr=1e-2, iterations=750),  # about the loop's 5 minutes on 2 cores
     "lr1e-2-warmup-share0.8": Setting(lr=1e-2, warmup=50, share=0.8),
     "lr1e-2-warmup-corrections-only": Setting(lr=1e-2, warmup=50, with_pseudo=False),
 }

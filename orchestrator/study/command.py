@@ -19,6 +19,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "strategies": "hybrid,disagreement,typiclust,probcover,entropy,coreset,tta,count-strata",
         "pretrain_iterations": 2000, "finetune_iterations": 250, "iterations_per_epoch": 50,
         "full_iterations": None, "full_curve": "", "unannotated_size": "50", "device": "cpu", "workers": 2,
+        "finetune_lr": 1e-3, "finetune_warmup": 0,
     },
     # one CUDA machine for about 15 minutes: the whole pool, the 5 % arms of the default strategy
     # against both random baselines, and the full reference at a long budget with its learning curve
@@ -26,14 +27,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pool_size": "all", "budgets": "5%", "seeds": "0,1,2", "strategies": DEFAULT_STRATEGY,
         "pretrain_iterations": 2000, "finetune_iterations": 250, "iterations_per_epoch": 250,
         "full_iterations": 5000, "full_curve": "0.2,0.5", "unannotated_size": "all", "device": "cuda",
-        "workers": 8,
+        "workers": 8, "finetune_lr": 1e-3, "finetune_warmup": 0,
     },
     # seconds of training, for the tests: every kind of arm runs once
     "quick": {
         "pool_size": "6", "budgets": "34%", "seeds": "0", "strategies": "hybrid,disagreement",
         "pretrain_iterations": 2, "finetune_iterations": 1, "iterations_per_epoch": 2,
         "full_iterations": None, "full_curve": "0.5", "unannotated_size": "3", "device": "cpu", "workers": 0,
-        "test_size": 2,
+        "test_size": 2, "finetune_lr": 1e-3, "finetune_warmup": 0,
     },
 }  # fmt: skip
 PRESET_KEYS = sorted({key for preset in PRESETS.values() for key in preset})
@@ -96,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         full_iterations=args.full_iterations,
         full_curve=curve,
         scaled_finetune=args.scaled_finetune,
+        finetune_lr=args.finetune_lr,
+        finetune_warmup=args.finetune_warmup,
+        rounds=args.rounds,
+        rounds_budget=args.rounds_budget,
+        rounds_strategies=_list(args.rounds_strategies),
         configuration=args.plan,
         init=args.init,
         finetune_with_pseudo=args.finetune_with_pseudo,
@@ -113,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         "strategies",
         "full_curve",
         "scaled_finetune",
+        "rounds",
+        "rounds_budget",
+        "rounds_strategies",
         "full",
         "device",
         "workers",
@@ -224,6 +233,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--finetune-iterations at this budget (e.g. 5%%), twice that at twice the images; the arms "
         "are named '<arm>, fine-tune ∝ k' and compared with the fixed budget (default: off)",
     )  # fmt: skip
+    p.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=None,
+        help=f"every fine-tune's learning rate ({_preset_help('finetune_lr')})",
+    )
+    p.add_argument(
+        "--finetune-warmup", type=int, default=None,
+        help="iterations of linear learning-rate warm-up in every fine-tune "
+        f"({_preset_help('finetune_warmup')})",
+    )  # fmt: skip
+    p.add_argument(
+        "--rounds", type=int, default=0,
+        help="also run multi-round arms: this many rounds of --rounds-budget new images, each round "
+        "fine-tuned from the previous round's model and picked with its scores, as the loop does "
+        "(default: off)",
+    )  # fmt: skip
+    p.add_argument("--rounds-budget", default="5%", help="images corrected per round (default: %(default)s)")
+    p.add_argument(
+        "--rounds-strategies", default="entropy,random", help="the multi-round arms (default: %(default)s)"
+    )
     p.add_argument(
         "--pretrain-minutes",
         type=float,

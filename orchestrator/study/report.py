@@ -25,6 +25,7 @@ from orchestrator.study.runner import (
     PSEUDO_MODEL,
     PSEUDO_ONLY,
     base_arm,
+    is_rounds,
     is_scaled,
     is_selection,
     scaled_reference,
@@ -128,7 +129,11 @@ def winner(cells: Sequence[Cell]) -> str | None:
     wanted = set(winner_percents(cells))
     means: dict[str, list[float]] = {}
     for c in cells:
-        if is_selection(c.arm) and not is_scaled(c.arm) and round(c.percent, 6) in wanted:
+        if (
+            is_selection(c.arm)
+            and not (is_scaled(c.arm) or is_rounds(c.arm))
+            and round(c.percent, 6) in wanted
+        ):
             means.setdefault(c.arm, []).append(c.mean())
     complete = {arm: float(np.mean(m)) for arm, m in means.items() if len(m) == len(wanted)}
     return max(sorted(complete), key=complete.__getitem__) if complete else None
@@ -337,7 +342,7 @@ def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
         table: dict[str, dict[str, float]] = {}
         for c in cells:
             if (
-                (is_selection(c.arm) and not is_scaled(c.arm)) or c.arm == PSEUDO_ONLY
+                (is_selection(c.arm) and not (is_scaled(c.arm) or is_rounds(c.arm))) or c.arm == PSEUDO_ONLY
             ) and metric in c.values:
                 name = "pseudo-only" if c.arm == PSEUDO_ONLY else c.arm
                 table.setdefault(name, {})[f"{c.percent:g}"] = round(c.mean(metric), 4)
@@ -347,6 +352,11 @@ def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
     for c in cells:
         if is_scaled(c.arm):
             scaled.setdefault(c.arm, {})[f"{c.percent:g}"] = round(c.mean(), 4)
+    rounds: dict[str, dict[str, float]] = {}  # multi-round arms: round number -> mean mSA
+    first = {c.arm: min(d.k for d in cells if d.arm == c.arm) for c in cells if is_rounds(c.arm)}
+    for c in sorted(cells, key=lambda c: c.k):
+        if is_rounds(c.arm):
+            rounds.setdefault(c.arm, {})[str(c.k // first[c.arm])] = round(c.mean(), 4)
     references = {arm: _find(cells, arm) for arm in (PSEUDO_LABELS, FULL_FROM_SCRATCH, FULL_FROM_PSEUDO)}
     full = references[FULL_FROM_SCRATCH] or references[FULL_FROM_PSEUDO]
     from_scratch = [r for r in records if r["arm"].startswith(FULL_FROM_SCRATCH) and "iterations" in r]
@@ -369,6 +379,7 @@ def results_json(records: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
         **{name: by_arm(name) for name in OTHER_SETS if by_arm(name)},
         "full_curve": dict(sorted(curve.items())),
         **({"heldout_scaled_finetune": scaled} if scaled else {}),
+        **({"rounds": rounds} if rounds else {}),
     }
 
 

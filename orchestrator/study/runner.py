@@ -127,6 +127,7 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "unannotated_size": 0,
     "shift": None,
     "full_iterations": None,
+    "finetune_warmup": 0,
 }
 
 
@@ -140,9 +141,23 @@ def scaled_arm(arm: str, reference: str) -> str:
     return f"{arm}{SCALED}{reference}"
 
 
+ROUNDS = ", rounds of "
+
+
+def rounds_arm(arm: str, budget: str) -> str:
+    """A multi-round arm: round after round of ``budget`` new images, each round fine-tuned from
+    the previous round's model and picked with its scores, as the loop does; its runs' k is the
+    images corrected so far."""
+    return f"{arm}{ROUNDS}{budget}"
+
+
+def is_rounds(arm: str) -> bool:
+    return ROUNDS in arm
+
+
 def base_arm(arm: str) -> str:
-    """The strategy (or random baseline) behind an arm, scaled or not."""
-    return arm.split(SCALED)[0]
+    """The strategy (or random baseline) behind an arm, scaled, multi-round or not."""
+    return arm.split(SCALED)[0].split(ROUNDS)[0]
 
 
 def scaled_reference(arm: str) -> str | None:
@@ -203,6 +218,11 @@ class StudyConfig:
     init: str = "none"
     pretrain_lr: float = 1e-2
     finetune_lr: float = 1e-3
+    finetune_warmup: int = 0  # iterations of linear warm-up at the start of each fine-tune
+    #: multi-round arms: this many rounds of ``rounds_budget`` for each of ``rounds_strategies``
+    rounds: int = 0
+    rounds_budget: str = "5%"
+    rounds_strategies: tuple[str, ...] = ("entropy", "random")
     finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled
     full: bool = True  # run the fully supervised arms
     device: str = "cpu"
@@ -228,7 +248,11 @@ class StudyConfig:
             raise LoopError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(sorted(STRATEGIES))}")
         if any(not 0 < f < 1 for f in self.full_curve):
             raise LoopError("--full-curve takes fractions between 0 and 1, e.g. 0.25,0.5")
-        for budget in (*self.budgets, *([self.scaled_finetune] if self.scaled_finetune else [])):
+        unknown = [s for s in self.rounds_strategies if s not in STRATEGIES]
+        if unknown:
+            raise LoopError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(sorted(STRATEGIES))}")
+        extra = [b for b in (self.scaled_finetune, self.rounds and self.rounds_budget) if b]
+        for budget in (*self.budgets, *extra):
             try:
                 budget_to_k(budget, 100)
             except ValueError as exc:
@@ -240,7 +264,7 @@ class StudyConfig:
         keep = ("pool_size", "test_size", "unannotated_size", "pretrain_iterations", "finetune_iterations",
                 "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
                 "pretrain_minutes", "finetune_minutes", "init", "test_fraction", "split_seed",
-                "full_iterations")  # fmt: skip
+                "full_iterations", "finetune_warmup")  # fmt: skip
         folders = {k: None if getattr(self, k) is None else str(getattr(self, k).resolve())
                    for k in ("train", "test", "data", "shift")}  # fmt: skip
         return (
@@ -249,12 +273,15 @@ class StudyConfig:
             | {"configuration": self.configuration or default_configuration(self.device)}
         )
 
-    def budget(self, iterations: int, lr: float, minutes: float | None = None) -> TrainBudget:
+    def budget(
+        self, iterations: int, lr: float, minutes: float | None = None, warmup: int = 0
+    ) -> TrainBudget:
         per_epoch = min(iterations, self.iterations_per_epoch)
         if iterations % per_epoch:  # e.g. from scratch: pretrain + fine-tune iterations
             per_epoch = math.gcd(iterations, per_epoch)
         epochs = iterations // per_epoch if minutes is None else UNBOUNDED_EPOCHS
-        return TrainBudget(epochs=epochs, iterations_per_epoch=per_epoch, initial_lr=lr, minutes=minutes)
+        return TrainBudget(epochs=epochs, iterations_per_epoch=per_epoch, initial_lr=lr, minutes=minutes,
+                           warmup_iterations=warmup)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -433,6 +460,10 @@ class Study:
                 reference = budget_to_k(cfg.scaled_finetune, n)
                 runs += [Run(scaled_arm(arm, cfg.scaled_finetune), k, seed) for k in self.ks()
                          if k != reference for arm in self.selection_arms]  # fmt: skip
+            if cfg.rounds:  # in order: each round starts from the one before
+                step = budget_to_k(cfg.rounds_budget, n)
+                runs += [Run(rounds_arm(arm, cfg.rounds_budget), step * i, seed)
+                         for arm in cfg.rounds_strategies for i in range(1, cfg.rounds + 1)]  # fmt: skip
             if cfg.full:
                 runs += [Run(FULL_FROM_PSEUDO, n, seed), Run(FULL_FROM_SCRATCH, n, seed)]
                 if seed == cfg.seeds[0]:
@@ -451,9 +482,12 @@ class Study:
         cfg = self.config
         reference = scaled_reference(r.arm)
         factor = 1.0 if reference is None else r.k / budget_to_k(reference, len(self.pool))
-        return self._times(cfg.finetune_iterations, cfg.finetune_minutes, factor, cfg.finetune_lr)
+        return self._times(cfg.finetune_iterations, cfg.finetune_minutes, factor, cfg.finetune_lr,
+                           cfg.finetune_warmup)  # fmt: skip
 
-    def _times(self, iterations: int, minutes: float | None, factor: float, lr: float) -> TrainBudget:
+    def _times(
+        self, iterations: int, minutes: float | None, factor: float, lr: float, warmup: int = 0
+    ) -> TrainBudget:
         """A budget of ``factor`` x iterations (or minutes), rounded to whole epochs of at most
         ``iterations_per_epoch`` (a budget below one epoch is one shorter epoch)."""
         cfg = self.config
@@ -462,7 +496,7 @@ class Study:
             per_epoch = min(cfg.iterations_per_epoch, max(1, round(target)))
             iterations = max(per_epoch, round(target / per_epoch) * per_epoch)
             minutes = None if minutes is None else minutes * factor
-        return cfg.budget(iterations, lr, minutes)
+        return cfg.budget(iterations, lr, minutes, warmup)
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished run's record in this folder (also from earlier calls)."""
@@ -508,18 +542,25 @@ class Study:
         if r.arm == PSEUDO_MODEL:
             return self._score_model(PRETRAINED)
         version = r.key
-        picked = self.select(r.arm, r.k, r.seed or 0) if is_selection(r.arm) else None
+        parent = PRETRAINED
+        if is_rounds(r.arm):
+            parent, picked = self.next_round(r)
+        else:
+            picked = self.select(r.arm, r.k, r.seed or 0) if is_selection(r.arm) else None
         cases = self.training_cases(r.arm, picked)
         if r.arm.startswith(FULL_FROM_SCRATCH):
             fraction = next((f for f in cfg.full_curve if r.arm == curve_arm(f)), 1.0)
             budget, parent = self.full_budget(fraction), None
         else:
-            budget, parent = self.finetune_budget(r), PRETRAINED
+            budget = self.finetune_budget(r)
         self._train(version, cases, budget, parent, r.seed or 0)
         # the unannotated pool leaves out every image whose ground truth the arm trained on
         record = self._score_model(version, [c.id for c in cases if c.source == "human"])
         info = next(m for m in list_models(self.ws) if m.version == version)
-        if not self.keep_models:
+        if is_rounds(r.arm):  # kept for the next round; the one before is no longer needed
+            if parent != PRETRAINED and not self.keep_models:
+                shutil.rmtree(self.ws.models / parent)
+        elif not self.keep_models:
             shutil.rmtree(self.ws.models / version)
         cost = self.correction_cost(picked) if picked is not None else {}
         return dict(record, picked=picked, iterations=info.iterations_run,
@@ -605,34 +646,71 @@ class Study:
         if scores and (not flips or "flip_spread" in scores):
             return scores
         self._pretrain()
-        predictor = self._predictor(PRETRAINED)
-        rows = []
-        for im in tqdm(self.pool, desc="scoring the pool" + (" with flips" if flips else ""), unit="image"):
-            channels = model_channels(im.pixels)
-            pred = predictor.predict(channels)
-            spread = predictor.flip_spread(channels, pred.probabilities) if flips else None
-            rows.append(
-                {
-                    "uncertainty": foreground_mean(pred.entropy, pred.classes),
-                    "instances": int(pred.labels.max()),
-                    "features": pred.features,
-                    "disagreement": disagreement(self.pseudo[im.id], pred.labels),
-                    **({} if spread is None else {"flip_spread": foreground_mean(spread, pred.classes)}),
-                }
-            )
         fresh = {
             "ids": np.array([im.id for im in self.pool]),
-            "uncertainty": np.array([r["uncertainty"] for r in rows], dtype=np.float64),
-            "instances": np.array([r["instances"] for r in rows], dtype=np.int64),
-            "features": np.stack([r["features"] for r in rows]).astype(np.float32),
-            "disagreement": np.array([r["disagreement"] for r in rows], dtype=np.float64),
+            **self._model_scores(PRETRAINED, self.pool, flips),
         }
-        if flips:
-            fresh["flip_spread"] = np.array([r["flip_spread"] for r in rows], dtype=np.float64)
         scores = {**fresh, **scores}  # what was cached stays, so earlier runs' picks stay the same
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, **scores)
         tmp.replace(path)
+        return scores
+
+    def next_round(self, r: Run) -> tuple[str, list[str]]:
+        """A multi-round run's parent (the previous round's model, or the pseudo model in round 1)
+        and every image corrected so far: the previous rounds' and ``step`` new ones, ranked by
+        the strategy on the parent's scores of the images not corrected yet."""
+        step = budget_to_k(self.config.rounds_budget, len(self.pool))
+        if r.k == step:
+            return PRETRAINED, self.select(r.arm, step, r.seed or 0)
+        before = Run(r.arm, r.k - step, r.seed)
+        path = self.runs_dir / f"{before.key}.json"
+        if not path.is_file() or not (self.ws.models / before.key / "model.json").is_file():
+            arm_runs = f"{self.runs_dir}/{before.key.rsplit('_k', 1)[0]}_k*_s{r.seed}.json"
+            raise LoopError(f"{r.arm}, seed {r.seed}: round {r.k // step} needs round {r.k // step - 1}'s "
+                            f"model; delete {arm_runs} to run that arm's rounds again")  # fmt: skip
+        done = list(json.loads(path.read_text())["picked"])
+        rest = [im for im in self.pool if im.id not in set(done)]
+        scores = self._model_scores(before.key, rest)
+        labelled = self._model_scores(before.key, [im for im in self.pool if im.id in set(done)])["features"]
+        candidates = Candidates(
+            task_ids=np.arange(len(rest), dtype=np.int64), uncertainty=scores["uncertainty"],
+            features=scores["features"], instances=scores["instances"], labelled_features=labelled,
+            disagreement=scores["disagreement"],
+        )  # fmt: skip
+        order = rank(candidates, step, strategy=base_arm(r.arm), seed=r.seed or 0).order[:step]
+        return before.key, done + [rest[i].id for i in order]
+
+    def _model_scores(
+        self, version: str, images: Sequence[Image], flips: bool = False
+    ) -> dict[str, np.ndarray]:
+        """What a model says about ``images``: foreground entropy, bottleneck features, cell count,
+        disagreement with the pseudo-labels (as the loop's scoring stores them) and, with ``flips``,
+        the spread of four flipped predictions."""
+        predictor = self._predictor(version)
+        rows = []
+        desc = f"scoring the pool with {version}" + (" and flips" if flips else "")
+        for im in tqdm(images, desc=desc, unit="image"):
+            channels = model_channels(im.pixels)
+            pred = predictor.predict(channels)
+            rows.append({
+                "uncertainty": foreground_mean(pred.entropy, pred.classes),
+                "instances": int(pred.labels.max()),
+                "features": pred.features,
+                "disagreement": disagreement(self.pseudo[im.id], pred.labels),
+                **({"flip_spread": foreground_mean(predictor.flip_spread(channels, pred.probabilities),
+                                                   pred.classes)} if flips else {}),
+            })  # fmt: skip
+        dtypes = {"uncertainty": np.float64, "instances": np.int64, "disagreement": np.float64}
+        scores = {name: np.array([r[name] for r in rows], dtype=dtype) for name, dtype in dtypes.items()}
+        if flips:
+            scores["flip_spread"] = np.array([r["flip_spread"] for r in rows], dtype=np.float64)
+        width = rows[0]["features"].size if rows else 0
+        scores["features"] = (
+            np.stack([r["features"] for r in rows]).astype(np.float32)
+            if rows
+            else np.zeros((0, width), np.float32)
+        )
         return scores
 
     def select(self, arm: str, k: int, seed: int) -> list[str]:
