@@ -73,6 +73,7 @@ class Settings:
     #: from the shipped starting point, 2 corrections + 16 pseudo-labels, 2 min: on the other pool
     #: images 3e-4 kept it (0.573 = its own), 1e-3 lowered it (0.556; docs/training.md)
     finetune_lr: float = 3e-4
+    finetune_warmup: int = 0  # iterations of linear learning-rate warm-up (TrainBudget)
     #: training time budgets (None: epochs x iterations alone); on 2 CPU cores 10 minutes of
     #: 2d_lite on pseudo-labels already beat them (benchmarks/README.md)
     minutes: float | None = 20.0

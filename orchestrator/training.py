@@ -196,6 +196,7 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
             epochs=settings.finetune_epochs if settings.finetune_minutes is None else UNBOUNDED_EPOCHS,
             iterations_per_epoch=settings.finetune_iterations_per_epoch,
             initial_lr=settings.finetune_lr, minutes=settings.finetune_minutes,
+            warmup_iterations=settings.finetune_warmup,
         )  # fmt: skip
         info = train(ws, version, budget, _sources(cases), parent=parent, device=settings.device,
                      on_epoch=_epoch_printer(report, version))  # fmt: skip

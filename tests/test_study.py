@@ -476,21 +476,21 @@ def test_a_tiny_study_runs_every_arm_and_resumes(tmp_path: Path) -> None:
 
     # two rounds of one image each: round 2 fine-tunes round 1's model and adds one image ranked
     # by that model's scores; only the newest round's model is kept
-    rounds = subprocess.run([*cmd, "--no-full", "--rounds", "2", "--rounds-budget", "17%"],
+    rounds = subprocess.run([*cmd, "--no-full", "--rounds", "2", "--rounds-budget", "16%"],
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert rounds.returncode == 0, rounds.stdout[-2000:] + rounds.stderr[-2000:]
     for arm in ("entropy", "random"):
-        first_round = json.loads((out / "runs" / f"{arm}-rounds-of-17_k1_s0.json").read_text())
-        second = json.loads((out / "runs" / f"{arm}-rounds-of-17_k2_s0.json").read_text())
-        assert second["arm"] == f"{arm}, rounds of 17%" and len(set(second["picked"])) == 2
+        first_round = json.loads((out / "runs" / f"{arm}-rounds-of-16_k1_s0.json").read_text())
+        second = json.loads((out / "runs" / f"{arm}-rounds-of-16_k2_s0.json").read_text())
+        assert second["arm"] == f"{arm}, rounds of 16%" and len(set(second["picked"])) == 2
         assert second["picked"][0] == first_round["picked"][0] and set(second["picked"]) <= pool
         assert first_round["picked"] == Study(same, out).select(
             arm, 1, 0
         )  # round 1: the pseudo model's picks
     kept = {p.name for p in (out / "nnunet" / "models").iterdir()}
-    assert kept == {"pseudo-r0", "entropy-rounds-of-17_k2_s0", "random-rounds-of-17_k2_s0"}
+    assert kept == {"pseudo-r0", "entropy-rounds-of-16_k2_s0", "random-rounds-of-16_k2_s0"}
     results = json.loads((out / "results.json").read_text())
-    assert set(results["rounds"]["entropy, rounds of 17%"]) == {"1", "2"}
+    assert set(results["rounds"]["entropy, rounds of 16%"]) == {"1", "2"}
     assert (
-        "rounds of" not in str(results["heldout"]) and results["default_strategy"] != "entropy, rounds of 17%"
+        "rounds of" not in str(results["heldout"]) and results["default_strategy"] != "entropy, rounds of 16%"
     )
