@@ -17,9 +17,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "pool_size": "300", "budgets": "1%,2%,5%,10%", "seeds": "0,1,2",
         "strategies": "hybrid,disagreement,typiclust,probcover,entropy,coreset,tta,count-strata",
-        "pretrain_iterations": 2000, "finetune_iterations": 250, "iterations_per_epoch": 50,
-        "full_iterations": None, "full_curve": "", "unannotated_size": "50", "device": "cpu", "workers": 2,
-        "finetune_lr": 1e-3, "finetune_warmup": 0,
+        "pretrain_iterations": 2000, "finetune_iterations": 750, "iterations_per_epoch": 50,
+        "full_iterations": 2250, "full_curve": "", "unannotated_size": "50", "device": "cpu", "workers": 2,
+        "finetune_lr": 1e-2, "finetune_warmup": 0,
     },
     # one CUDA machine for about 15 minutes: the whole pool, the 5 % arms of the default strategy
     # against both random baselines, and the full reference at a long budget with its learning curve
@@ -27,14 +27,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pool_size": "all", "budgets": "5%", "seeds": "0,1,2", "strategies": DEFAULT_STRATEGY,
         "pretrain_iterations": 2000, "finetune_iterations": 250, "iterations_per_epoch": 250,
         "full_iterations": 5000, "full_curve": "0.2,0.5", "unannotated_size": "all", "device": "cuda",
-        "workers": 8, "finetune_lr": 1e-3, "finetune_warmup": 0,
+        "workers": 8, "finetune_lr": 1e-2, "finetune_warmup": 0,
     },
     # seconds of training, for the tests: every kind of arm runs once
     "quick": {
         "pool_size": "6", "budgets": "34%", "seeds": "0", "strategies": "hybrid,disagreement",
         "pretrain_iterations": 2, "finetune_iterations": 1, "iterations_per_epoch": 2,
         "full_iterations": None, "full_curve": "0.5", "unannotated_size": "3", "device": "cpu", "workers": 0,
-        "test_size": 2, "finetune_lr": 1e-3, "finetune_warmup": 0,
+        "test_size": 2, "finetune_lr": 1e-2, "finetune_warmup": 0,
     },
 }  # fmt: skip
 PRESET_KEYS = sorted({key for preset in PRESETS.values() for key in preset})
