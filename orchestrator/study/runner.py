@@ -26,8 +26,9 @@ rank`` does after pretraining (the pseudo model's foreground entropy, bottleneck
 counts and disagreement with the pseudo-labels), and every arm of a seed fine-tunes from the same
 pseudo model, so differences between arms are paired; fine-tuning mixes as the loop does (the
 corrected images repeated to about half of the samples plus the other images' pseudo-labels) at
-``finetune_lr`` (1e-2, measured by ``benchmarks/finetune_settings.py``). A seed sets the selection and torch's generator; nnU-Net's augmentation workers
-draw their own randomness, so seeds also show the run-to-run spread of training.
+``finetune_lr`` (1e-2, measured by ``benchmarks/finetune_settings.py``). A seed sets the
+selection and torch's generator; nnU-Net's augmentation workers draw their own randomness, so
+seeds also show the run-to-run spread of training.
 ``finetune_with_pseudo=False`` makes the selection arms fine-tune on their k images only
 (``activeseg finetune --no-with-pseudo``); ``full=False`` leaves out the two fully supervised arms
 (for a second study that changes only how the selection arms fine-tune).
@@ -272,6 +273,7 @@ class StudyConfig:
             folders
             | {k: getattr(self, k) for k in keep}
             | {"configuration": self.configuration or default_configuration(self.device)}
+            | {"full_iterations": self.full_iterations or self.pretrain_iterations + self.finetune_iterations}
         )
 
     def budget(
@@ -357,6 +359,8 @@ class Study:
         mine = self.config.fingerprint()
         if path.is_file():
             theirs = {**SETTINGS_BEFORE_THEY_EXISTED, **json.loads(path.read_text())}
+            if theirs["full_iterations"] is None:  # it meant pretrain + fine-tune iterations
+                theirs["full_iterations"] = theirs["pretrain_iterations"] + theirs["finetune_iterations"]
             changed = sorted(k for k in mine if not _same_setting(k, theirs.get(k), mine[k]))
             if changed:
                 raise LoopError(f"{self.out} holds a study with other settings ({', '.join(changed)}); "
