@@ -123,8 +123,13 @@ def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
     with pytest.raises(LoopError, match="other settings \\(train\\)"):
         Study(config(pool_size=10), tmp_path)
     (tmp_path / "study.json").write_text(json.dumps(moved))
-    with pytest.raises(LoopError, match="other settings \\(finetune_iterations\\)"):
+    # the from-scratch reference's budget is pretrain + fine-tune iterations unless given
+    with pytest.raises(LoopError, match="other settings \\(finetune_iterations, full_iterations\\)"):
         Study(config(pool_size=10, finetune_iterations=100), tmp_path)
+    implied = moved["pretrain_iterations"] + moved["finetune_iterations"]
+    (tmp_path / "study.json").write_text(json.dumps({**moved, "full_iterations": None}))
+    Study(config(pool_size=10, full_iterations=implied), tmp_path)  # None meant the same budget
+    (tmp_path / "study.json").write_text(json.dumps(moved))
     with pytest.raises(LoopError, match="other settings \\(finetune_with_pseudo\\)"):
         Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
     # the fully supervised arms can be left out of a plan; it does not change any run
