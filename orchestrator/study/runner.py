@@ -245,14 +245,11 @@ class StudyConfig:
                 )
         if not self.seeds:
             raise LoopError("the study needs at least one seed")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        unknown = [s for s in (*self.strategies, *self.rounds_strategies) if s not in STRATEGIES]
         if unknown:
             raise LoopError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(sorted(STRATEGIES))}")
         if any(not 0 < f < 1 for f in self.full_curve):
             raise LoopError("--full-curve takes fractions between 0 and 1, e.g. 0.25,0.5")
-        unknown = [s for s in self.rounds_strategies if s not in STRATEGIES]
-        if unknown:
-            raise LoopError(f"unknown strategy {unknown[0]!r}; choose from {', '.join(sorted(STRATEGIES))}")
         extra = [b for b in (self.scaled_finetune, self.rounds and self.rounds_budget) if b]
         for budget in (*self.budgets, *extra):
             try:
@@ -266,7 +263,7 @@ class StudyConfig:
         keep = ("pool_size", "test_size", "unannotated_size", "pretrain_iterations", "finetune_iterations",
                 "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
                 "pretrain_minutes", "finetune_minutes", "init", "test_fraction", "split_seed",
-                "full_iterations", "finetune_warmup")  # fmt: skip
+                "finetune_warmup")  # fmt: skip
         folders = {k: None if getattr(self, k) is None else str(getattr(self, k).resolve())
                    for k in ("train", "test", "data", "shift")}  # fmt: skip
         return (
@@ -675,16 +672,16 @@ class Study:
             raise LoopError(f"{r.arm}, seed {r.seed}: round {r.k // step} needs round {r.k // step - 1}'s "
                             f"model; delete {arm_runs} to run that arm's rounds again")  # fmt: skip
         done = list(json.loads(path.read_text())["picked"])
-        rest = [im for im in self.pool if im.id not in set(done)]
-        scores = self._model_scores(before.key, rest)
-        labelled = self._model_scores(before.key, [im for im in self.pool if im.id in set(done)])["features"]
+        scores = self._model_scores(before.key, self.pool)  # one pass: the rest, and the corrected centres
+        corrected = np.isin([im.id for im in self.pool], done)
+        rest = np.flatnonzero(~corrected)
         candidates = Candidates(
-            task_ids=np.arange(len(rest), dtype=np.int64), uncertainty=scores["uncertainty"],
-            features=scores["features"], instances=scores["instances"], labelled_features=labelled,
-            disagreement=scores["disagreement"],
+            task_ids=rest.astype(np.int64), uncertainty=scores["uncertainty"][rest],
+            features=scores["features"][rest], instances=scores["instances"][rest],
+            labelled_features=scores["features"][corrected], disagreement=scores["disagreement"][rest],
         )  # fmt: skip
         order = rank(candidates, step, strategy=base_arm(r.arm), seed=r.seed or 0).order[:step]
-        return before.key, done + [rest[i].id for i in order]
+        return before.key, done + [self.pool[rest[i]].id for i in order]
 
     def _model_scores(
         self, version: str, images: Sequence[Image], flips: bool = False
@@ -710,12 +707,7 @@ class Study:
         scores = {name: np.array([r[name] for r in rows], dtype=dtype) for name, dtype in dtypes.items()}
         if flips:
             scores["flip_spread"] = np.array([r["flip_spread"] for r in rows], dtype=np.float64)
-        width = rows[0]["features"].size if rows else 0
-        scores["features"] = (
-            np.stack([r["features"] for r in rows]).astype(np.float32)
-            if rows
-            else np.zeros((0, width), np.float32)
-        )
+        scores["features"] = np.stack([r["features"] for r in rows]).astype(np.float32)
         return scores
 
     def select(self, arm: str, k: int, seed: int) -> list[str]:
