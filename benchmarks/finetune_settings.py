@@ -24,21 +24,24 @@ Resumable: each finished (setting, picks, seed) is a JSON file under ``--out``/r
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from activeseg.fsutil import atomic_write_text
+import numpy as np
+
+from activeseg.fsutil import atomic_write_bytes, atomic_write_text
 from activeseg.imageio import model_channels
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import Predictor, TrainBudget, list_models, preprocess, train
 from activeseg.nnunet.workspace import Workspace
 from orchestrator.study.runner import PRETRAINED, Study, StudyConfig
-from orchestrator.training_data import oversample_human
+from orchestrator.training_data import mask_disagreement, oversample_human
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PICKS = ("entropy", "random", "full")
@@ -53,6 +56,9 @@ class Setting:
     warmup: int = 0  # iterations of linear warm-up
     with_pseudo: bool = True  # the other images' pseudo-labels beside the corrections
     share: float = 0.5  # of the samples drawn from corrected images (with_pseudo only)
+    #: the other images' labels: "teacher" (the pseudo-labels), "agreed" (the pseudo-labels with
+    #: the pixels where the parent disagrees ignored) or "model" (the parent's own masks)
+    pseudo: str = "teacher"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -66,6 +72,10 @@ SETTINGS: dict[str, Setting] = {
     "lr1e-2-750": Setting(lr=1e-2, iterations=750),  # about the loop's 5 minutes on 2 cores
     "lr1e-2-warmup-share0.8": Setting(lr=1e-2, warmup=50, share=0.8),
     "lr1e-2-warmup-corrections-only": Setting(lr=1e-2, warmup=50, with_pseudo=False),
+    "lr1e-2-750-agreed": Setting(lr=1e-2, iterations=750, pseudo="agreed"),
+    "lr1e-2-750-model": Setting(lr=1e-2, iterations=750, pseudo="model"),
+    "lr1e-2-750-share0.8": Setting(lr=1e-2, iterations=750, share=0.8),
+    "lr1e-2-750-corrections-only": Setting(lr=1e-2, iterations=750, with_pseudo=False),
 }
 
 
@@ -128,6 +138,28 @@ def main() -> None:
         s = score_dataset(pairs)
         return {"msa": round(s.msa, 4), "ap50": round(s.ap[0.5], 4), "f1": round(s.f1, 4)}
 
+    def parent_labels() -> dict[str, np.ndarray]:
+        """The parent's masks of the training images (for "agreed" and "model"), cached."""
+        cache = args.out / "parent_labels.npz"
+        if not cache.is_file():
+            predictor = Predictor(source, PRETRAINED)
+            masks = {im.id: predictor.predict(model_channels(im.pixels)).labels for im in rest}
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **masks)
+            atomic_write_bytes(cache, buf.getvalue())
+        with np.load(cache) as saved:
+            return {k: saved[k] for k in saved.files}
+
+    def others(setting: Setting, chosen: set[str]) -> list[Case]:
+        """The uncorrected training images with the labels the setting gives them."""
+        cases = [Case(im.id, im.pixels, study.pseudo[im.id], "pseudo") for im in rest if im.id not in chosen]
+        if setting.pseudo == "teacher":
+            return cases
+        model = parent_labels()
+        if setting.pseudo == "model":
+            return [replace(c, labels=model[c.id]) for c in cases]
+        return [mask_disagreement(c, model[c.id]) for c in cases]
+
     rows_dir = args.out / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
     refs = rows_dir / "references.json"
@@ -148,12 +180,13 @@ def main() -> None:
                 if (rows_dir / f"{key}.json").is_file():
                     continue
                 human = [Case(im.id, im.pixels, im.truth, "human") for im in rest if im.id in chosen]
-                pseudo = [Case(im.id, im.pixels, study.pseudo[im.id], "pseudo") for im in rest
-                          if im.id not in chosen]  # fmt: skip
+                pseudo = others(setting, chosen)
                 mixed = setting.with_pseudo and picks != "full"
                 cases = oversample_human(human + pseudo, setting.share) if mixed else human
                 ws_name = f"{picks}-s{seed if picks == 'random' else 0}-" + (
-                    f"share{setting.share:g}" if mixed else "alone"
+                    f"share{setting.share:g}" + ("" if setting.pseudo == "teacher" else f"-{setting.pseudo}")
+                    if mixed
+                    else "alone"
                 )
                 ws = workspace(ws_name, cases)
                 started = time.perf_counter()
@@ -184,7 +217,8 @@ def main() -> None:
     print("| setting | picks | k | seed | iterations | lr | warm-up | mix | mSA | AP50 | F1 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["picks"], r["setting"], r["seed"])):
-        mix = f"share {r['share']:g}" if r["with_pseudo"] and r["picks"] != "full" else "alone"
+        mixed = r["with_pseudo"] and r["picks"] != "full"
+        mix = f"share {r['share']:g}, {r.get('pseudo', 'teacher')}" if mixed else "alone"
         print(f"| {r['setting']} | {r['picks']} | {r['k']} | {r['seed']} | {r['iterations_run']} | "
               f"{r['lr']:g} | {r['warmup']} | {mix} | {r['msa']:.3f} | {r['ap50']:.3f} | "
               f"{r['f1']:.3f} |")  # fmt: skip

@@ -88,6 +88,18 @@ def oversample_human(cases: Sequence[Case], share: float = 0.5) -> list[Case]:
     return others + repeated
 
 
+def mask_disagreement(case: Case, model_labels: np.ndarray) -> Case:
+    """The case with every pixel where a model's foreground differs from the case's own ignored.
+
+    For pseudo-labels: where the teacher and the model disagree, neither is trusted, so the
+    model is neither pulled back to the teacher's mistakes nor confirmed in its own; the
+    corrected images decide those pixels.
+    """
+    if model_labels.shape != case.labels.shape:
+        raise ValueError(f"{case.id}: model labels {model_labels.shape} for labels {case.labels.shape}")
+    return replace(case, ignore=(model_labels > 0) != (case.labels > 0))
+
+
 def result_labels(
     task: dict[str, Any], result: list[dict[str, Any]], config: RegionConfig, images: ImageSource
 ) -> np.ndarray:

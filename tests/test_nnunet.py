@@ -16,9 +16,10 @@ import activeseg.nnunet.dataset as dataset_mod
 from activeseg.datasets import read_dataset
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset
-from activeseg.nnunet.classes import BORDER, INTERIOR, classes_to_instances, instances_to_classes
+from activeseg.nnunet.classes import BORDER, IGNORE, INTERIOR, classes_to_instances, instances_to_classes
 from activeseg.nnunet.dataset import Case, DatasetExportError, export_dataset
 from activeseg.nnunet.workspace import Workspace, WorkspaceError
+from orchestrator.training_data import mask_disagreement
 
 
 def load_cases(root: Path, n: int, offset: int = 0) -> list[Case]:
@@ -180,10 +181,15 @@ def test_plan_train_predict_finetune(
     spread = predictor.flip_spread(model_channels(held_out[0].image), plain.probabilities)
     np.testing.assert_allclose(spread, tta.disagreement, atol=1e-6)
 
-    # corrections replace two pseudo-labels; fine-tune from the pretrained model with all its weights
-    export_dataset(
-        ws, [Case(c.id, c.image, c.labels, "human" if i < 2 else "pseudo") for i, c in enumerate(cases)]
-    )
+    # corrections replace two pseudo-labels, whose pixels the model disagrees on are ignored;
+    # fine-tune from the pretrained model with all its weights
+    human = [Case(c.id, c.image, c.labels, "human") for c in cases[:2]]
+    pseudo = [mask_disagreement(c, predictor.predict(model_channels(c.image)).labels) for c in cases[2:]]
+    meta = export_dataset(ws, human + pseudo)
+    assert meta["labels"]["ignore"] == IGNORE == max(meta["labels"].values())
+    written = read_label_image(ws.dataset_dir / "labelsTr" / f"{pseudo[0].id}.png")
+    assert (written == IGNORE).sum() == pseudo[0].ignore.sum() > 0  # an untrained model disagrees
+    assert IGNORE not in read_label_image(ws.dataset_dir / "labelsTr" / f"{human[0].id}.png")
     preprocess(ws, n_proc=2)
     budget = TrainBudget(epochs=1, iterations_per_epoch=10, val_iterations=2, initial_lr=1e-3)
     ft = train(ws, "finetune-1", budget, sources={"human": 2, "pseudo": 10}, parent="pretrain-1",

@@ -17,7 +17,13 @@ from activeseg.nnunet.dataset import Case
 from ml_backend.images import ImageSource
 from ml_backend.pseudolabelers.classical import ClassicalLabeler
 from orchestrator.project_setup import import_images, stage_images
-from orchestrator.training_data import best_labels, cases_from_tasks, oversample_human, task_case_id
+from orchestrator.training_data import (
+    best_labels,
+    cases_from_tasks,
+    mask_disagreement,
+    oversample_human,
+    task_case_id,
+)
 
 CONFIG = load_label_config()
 
@@ -88,3 +94,16 @@ def test_oversampling_gives_the_few_corrections_about_half_the_samples() -> None
     assert {i.split("_copy")[0] for i in ids if i.startswith("h")} == {"h0", "h1", "h2"}
     assert oversample_human(human) == human and oversample_human(pseudo) == pseudo  # nothing to balance
     assert [c.id for c in oversample_human(human + pseudo[:2])] == ["p0", "p1", "h0", "h1", "h2"]
+
+
+def test_pixels_where_teacher_and_model_disagree_are_ignored() -> None:
+    teacher = np.zeros((6, 6), np.uint16)
+    teacher[1:4, 1:4] = 1  # the teacher's cell
+    model = np.zeros((6, 6), np.uint16)
+    model[2:5, 2:5] = 7  # the model's, shifted by one pixel and numbered differently
+    case = mask_disagreement(Case("p", np.zeros((6, 6), np.uint8), teacher, "pseudo"), model)
+    assert case.ignore.sum() == 9 + 9 - 2 * 4  # the two squares less their 2x2 overlap
+    assert not case.ignore[2, 2] and case.ignore[1, 1] and case.ignore[4, 4] and not case.ignore[0, 5]
+    assert case.labels is teacher and case.source == "pseudo"
+    with pytest.raises(ValueError, match="model labels"):
+        mask_disagreement(case, model[:5])

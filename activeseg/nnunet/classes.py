@@ -1,5 +1,8 @@
 """Instances <-> the three classes nnU-Net learns: background 0, cell interior 1, cell border 2.
 
+A fourth value, IGNORE, marks pixels a case does not vouch for (nnU-Net's ignore label: they add
+nothing to the loss); it is written only into datasets that have such pixels.
+
 nnU-Net segments classes, not instances (its maintainers' recipe for instances is exactly this):
 the border class keeps touching cells apart, and after prediction every interior component seeds
 one instance that grows back over the border pixels nearest to it.
@@ -11,16 +14,21 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
-BACKGROUND, INTERIOR, BORDER = 0, 1, 2
+BACKGROUND, INTERIOR, BORDER, IGNORE = 0, 1, 2, 3
 LABELS = {"background": BACKGROUND, "cell": INTERIOR, "border": BORDER}
+#: nnU-Net wants the ignore label named "ignore" and above every class
+LABELS_WITH_IGNORE = {**LABELS, "ignore": IGNORE}
 
 
-def instances_to_classes(labels: np.ndarray) -> np.ndarray:
-    """uint8 class map: each instance's outermost pixel ring is border, the rest interior."""
+def instances_to_classes(labels: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """uint8 class map: each instance's outermost pixel ring is border, the rest interior, and
+    the pixels of the ``ignore`` mask IGNORE."""
     border = find_boundaries(labels, mode="inner") & (labels > 0)
     out = np.zeros(labels.shape, dtype=np.uint8)
     out[labels > 0] = INTERIOR
     out[border] = BORDER
+    if ignore is not None:
+        out[ignore] = IGNORE
     return out
 
 

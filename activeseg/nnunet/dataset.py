@@ -2,7 +2,8 @@
 
 Images keep their raw values (8- or 16-bit) and channels follow ``activeseg.imageio``'s
 ``model_channels`` (alpha dropped, identical colour channels merged), one ``_000c.png`` file per
-channel. Labels become the three classes of :mod:`activeseg.nnunet.classes`. Every file is
+channel. Labels become the three classes of :mod:`activeseg.nnunet.classes`, plus its ignore
+label where a case masks pixels out (then the dataset declares it). Every file is
 written atomically and only when its content changed, so a re-export is idempotent and a crash
 leaves no half-written case.
 """
@@ -20,7 +21,7 @@ from PIL import Image
 
 from activeseg.fsutil import atomic_write_bytes
 from activeseg.imageio import model_channels
-from activeseg.nnunet.classes import LABELS, instances_to_classes
+from activeseg.nnunet.classes import LABELS, LABELS_WITH_IGNORE, instances_to_classes
 from activeseg.nnunet.workspace import Workspace
 
 
@@ -36,6 +37,8 @@ class Case:
     image: np.ndarray
     labels: np.ndarray
     source: str = "pseudo"  # "human" annotations are trusted over "pseudo" labels
+    #: pixels whose label this case does not vouch for (left out of the loss), or None
+    ignore: np.ndarray | None = None
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -95,20 +98,23 @@ def export_dataset(ws: Workspace, cases: Sequence[Case]) -> dict:
             )
         if (case.labels > 0).all():
             raise DatasetExportError(f"{case.id}: the labels have no background pixel; check the label image")
+        if case.ignore is not None and case.ignore.shape != case.labels.shape:
+            raise DatasetExportError(f"{case.id}: its ignore mask and its labels differ in size")
         images = [f"imagesTr/{case.id}_{c:04d}.png" for c in range(n_ch)]
         for c, name in enumerate(images):
             _write_if_changed(ws.dataset_dir / name, _png(chans[c]))
         label = f"labelsTr/{case.id}.png"
-        _write_if_changed(ws.dataset_dir / label, _png(instances_to_classes(case.labels)))
+        _write_if_changed(ws.dataset_dir / label, _png(instances_to_classes(case.labels, case.ignore)))
         wanted.update([*images, label])
         listing[case.id] = {"images": images, "label": label}
     for sub in (images_dir, labels_dir):
         for stale in sub.glob("*.png"):
             if f"{sub.name}/{stale.name}" not in wanted:
                 stale.unlink()
+    masked = any(c.ignore is not None and c.ignore.any() for c in cases)
     dataset = {
         "channel_names": {str(c): "zscore" for c in range(n_ch)},
-        "labels": LABELS,
+        "labels": LABELS_WITH_IGNORE if masked else LABELS,
         "numTraining": len(cases),
         "file_ending": ".png",
         # The files listed: without this nnU-Net finds them with a *fork* pool, and forking this
