@@ -62,6 +62,10 @@ class Round:
         return round_version(self.number)
 
 
+#: what a fine-tune makes of the unannotated tasks' pseudo-labels (Settings.finetune_pseudo)
+PSEUDO_CHOICES = ("teacher", "agreed")
+
+
 @dataclass
 class Settings:
     """The admin's choices, kept so that webhook-triggered jobs use them too."""
@@ -74,6 +78,9 @@ class Settings:
     #: images 3e-4 kept it (0.573 = its own), 1e-3 lowered it (0.556; docs/training.md)
     finetune_lr: float = 3e-4
     finetune_warmup: int = 0  # iterations of linear learning-rate warm-up (TrainBudget)
+    #: the unannotated tasks' labels in a fine-tune: "teacher" (the pseudo-labels as they are) or
+    #: "agreed" (their pixels where the parent model disagrees are ignored; training_data.py)
+    finetune_pseudo: str = "teacher"
     #: training time budgets (None: epochs x iterations alone); on 2 CPU cores 10 minutes of
     #: 2d_lite on pseudo-labels already beat them (benchmarks/README.md)
     minutes: float | None = 20.0

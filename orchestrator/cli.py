@@ -25,6 +25,7 @@ from activeseg.lsserver import LabelStudioServerError
 from activeseg.nnunet.dataset import DatasetExportError
 from activeseg.nnunet.plans import CONFIGURATIONS
 from activeseg.nnunet.workspace import WorkspaceError
+from activeseg.projectstate import PSEUDO_CHOICES
 from activeseg.regions import KINDS
 from ml_backend.checkpoints import CheckpointError
 from ml_backend.config import PSEUDOLABELERS, ConfigError, require_credentials
@@ -80,6 +81,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         finetune_epochs=args.finetune_epochs,
         finetune_iterations=args.finetune_iterations,
+        finetune_lr=args.finetune_lr,
+        finetune_pseudo=args.finetune_pseudo,
         init=args.init,
         start_minutes=_start_minutes(args.start_minutes),
         seed=args.seed,
@@ -346,6 +349,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         finetune_minutes=_minutes(args.minutes, args.epochs, args.iterations),
         device=args.device,
         with_pseudo=args.with_pseudo,
+        finetune_lr=args.lr,
+        finetune_pseudo=args.pseudo,
         eval_labels=args.eval_labels,
     )
     result = _foreground(ctx, "finetune", {"force": True} if args.force else None)
@@ -533,6 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="default: %(default)s")
     p.add_argument("--finetune-iterations", type=int, default=25, help="default: %(default)s")
+    p.add_argument("--finetune-lr", type=float, default=3e-4, help="default: %(default)s")
+    p.add_argument(
+        "--finetune-pseudo",
+        choices=PSEUDO_CHOICES,
+        default="teacher",
+        help="the other tasks' pseudo-labels in the fine-tune, as in 'finetune --pseudo' "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--init",
         default="auto",
@@ -721,6 +734,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train on the pseudo-labels of unannotated tasks, with the annotated images "
         "repeated to about half of the samples (saved; default: on; --no-with-pseudo trains on the "
         "annotations only)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (saved; default 3e-4)")
+    p.add_argument(
+        "--pseudo",
+        choices=PSEUDO_CHOICES,
+        default=None,
+        help="the unannotated tasks' pseudo-labels: teacher, as they are; agreed, with the pixels where "
+        "the model being fine-tuned disagrees with them left out of the loss (saved; default: teacher)",
     )
     p.add_argument("--eval-labels", type=Path, default=None, help="as for pretrain")
     p.set_defaults(func=_cmd_finetune)

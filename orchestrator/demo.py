@@ -71,6 +71,8 @@ class DemoSettings:
     iterations: int = 25
     finetune_epochs: int = 4
     finetune_iterations: int = 25
+    finetune_lr: float = 3e-4
+    finetune_pseudo: str = "teacher"  # Settings.finetune_pseudo
     init: str = "auto"  # nnunet-r0's starting weights (activeseg.nnunet.starting)
     start_minutes: float = 0.0  # pseudo-label pretraining from a starting point (0: r0 is it)
     seed: int = 0
@@ -311,6 +313,7 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
             )
             s.minutes, s.finetune_minutes = settings.minutes, settings.finetune_minutes
             s.init, s.start_minutes = settings.init, settings.start_minutes
+            s.finetune_lr, s.finetune_pseudo = settings.finetune_lr, settings.finetune_pseudo
         os.environ.update(env)  # the job's own Label Studio client
         print("pretraining nnU-Net on the pseudo-labels ...")
         run_here(ctx, "pretrain")

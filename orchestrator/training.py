@@ -18,7 +18,7 @@ import numpy as np
 from activeseg.imageio import read_label_image
 from activeseg.metrics import score_dataset
 from activeseg.nnunet import starting
-from activeseg.nnunet.dataset import export_dataset
+from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import (
     UNBOUNDED_EPOCHS,
     EpochProgress,
@@ -40,8 +40,10 @@ from orchestrator.training_data import (
     CaseReport,
     best_labels,
     cases_from_tasks,
+    mask_disagreement,
     oversample_human,
     result_labels,
+    task_case_id,
 )
 
 Report = Callable[[str], None]
@@ -187,6 +189,8 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
         cases = cases_from_tasks(human + rest, ctx.config, ctx.images, state.pseudo_version)
         if not cases.cases:
             raise LoopError(f"project {ctx.project_id}: no annotated task to fine-tune on")
+        if settings.finetune_pseudo == "agreed":
+            cases.cases = _agreed_only(ctx, parent, rest, cases.cases)
         report(f"fine-tuning {parent} on {cases.count('human')} annotated images"
                + (f" and {cases.count('pseudo')} pseudo-labels" if rest else ""))  # fmt: skip
         ws = ctx.dir.workspace
@@ -215,6 +219,21 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
     report(f"annotators now get {decision.served or f'the pseudo-labels ({state.pseudo_version})'}; "
            f"{version} is served once round {rnd.number + 1}'s corrections show it beats that")  # fmt: skip
     return info
+
+
+def _agreed_only(
+    ctx: ProjectContext, parent: str, tasks: Sequence[dict[str, Any]], cases: list[Case]
+) -> list[Case]:
+    """The pseudo-labelled cases with every pixel where the parent's stored masks disagree
+    ignored; a task the parent has no masks of keeps its pseudo-labels whole."""
+    store = ScoreStore(ctx.dir.scores_dir(parent))
+    task_of = {task_case_id(t): int(t["id"]) for t in tasks}
+    out = []
+    for case in cases:
+        model = store.labels(task_of[case.id]) if case.source == "pseudo" and case.id in task_of else None
+        agreed = model is not None and model.shape == case.labels.shape
+        out.append(mask_disagreement(case, model) if agreed else case)
+    return out
 
 
 def compare_on_corrections(

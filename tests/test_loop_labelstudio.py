@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ from activeseg.jobs import DONE, FAILED, RUNNING, WORKING, Job, JobStore, jobs_d
 from activeseg.labelconfig import load_label_config
 from activeseg.lsclient import LabelStudioClient, LabelStudioError
 from activeseg.lsserver import LabelStudioServer, prepare_from_template
+from activeseg.nnunet.classes import IGNORE
 from activeseg.nnunet.engine import list_models
 from activeseg.projectstate import ProjectDir
 from ml_backend.app import create_app
@@ -113,6 +115,7 @@ def test_full_loop(
             s.epochs, s.iterations_per_epoch, s.minutes = 1, 6, None
             s.init = "none"  # random weights, so that pretraining trains (and is killed while it does)
             s.finetune_epochs, s.finetune_iterations_per_epoch, s.finetune_minutes = 1, 4, None
+            s.finetune_pseudo = "agreed"
             s.eval_labels = str(dataset / "labels")
 
         # 3. pretrain through the queue; the job's process is killed once training has started
@@ -202,6 +205,9 @@ def test_full_loop(
         state = ctx.state()
         assert state.rounds[0].finetuned == "nnunet-r1" and state.latest == "nnunet-r1"
         assert state.rounds[0].coreset_msa is not None and state.rounds[0].n_annotated == 2
+        # the pseudo-labels' pixels where the barely trained nnunet-r0 disagrees were ignored
+        exported = json.loads((ctx.dir.workspace.dataset_dir / "dataset.json").read_text())
+        assert exported["labels"]["ignore"] == IGNORE
         # the serving gate scored the pseudo-labels and nnunet-r0 on the 2 corrections before
         # fine-tuning on them; the new nnunet-r1 waits for the next round's corrections
         comparison = state.rounds[0].comparison
