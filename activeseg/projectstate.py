@@ -74,9 +74,8 @@ class Settings:
     iterations_per_epoch: int = 25
     finetune_epochs: int = 2
     finetune_iterations_per_epoch: int = 25
-    #: from the shipped starting point, 2 corrections + 16 pseudo-labels, 2 min: on the other pool
-    #: images 3e-4 kept it (0.573 = its own), 1e-3 lowered it (0.556; docs/training.md)
-    finetune_lr: float = 3e-4
+    #: None: by where the project's first model came from (orchestrator.training.finetune_lr)
+    finetune_lr: float | None = None
     finetune_warmup: int = 0  # iterations of linear learning-rate warm-up (TrainBudget)
     #: the unannotated tasks' labels in a fine-tune: "teacher" (the pseudo-labels as they are) or
     #: "agreed" (their pixels where the parent model disagrees are ignored; training_data.py)

@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=4, help="default: %(default)s")
     p.add_argument("--finetune-iterations", type=int, default=25, help="default: %(default)s")
-    p.add_argument("--finetune-lr", type=float, default=3e-4, help="default: %(default)s")
+    p.add_argument("--finetune-lr", type=float, default=None, help="as 'finetune --lr'")
     p.add_argument(
         "--finetune-pseudo",
         choices=PSEUDO_CHOICES,
@@ -735,7 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
         "repeated to about half of the samples (saved; default: on; --no-with-pseudo trains on the "
         "annotations only)",
     )
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate (saved; default 3e-4)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="initial learning rate (saved; default: 3e-4 when nnunet-r0 is the shipped starting point, "
+        "trained on ground truth, else nnU-Net's own 1e-2)",
+    )
     p.add_argument(
         "--pseudo",
         choices=PSEUDO_CHOICES,

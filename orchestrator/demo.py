@@ -71,7 +71,7 @@ class DemoSettings:
     iterations: int = 25
     finetune_epochs: int = 4
     finetune_iterations: int = 25
-    finetune_lr: float = 3e-4
+    finetune_lr: float | None = None  # Settings.finetune_lr
     finetune_pseudo: str = "teacher"  # Settings.finetune_pseudo
     init: str = "auto"  # nnunet-r0's starting weights (activeseg.nnunet.starting)
     start_minutes: float = 0.0  # pseudo-label pretraining from a starting point (0: r0 is it)

@@ -30,7 +30,7 @@ from activeseg.nnunet.engine import (
     train,
 )
 from activeseg.nnunet.plans import PlanChoice
-from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, finetune_version
+from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, Settings, finetune_version
 from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.scoring import NnunetScorer, score_tasks
@@ -79,6 +79,23 @@ def _epoch_printer(report: Report, version: str) -> Callable[[EpochProgress], No
         report(f"{version}: {of} loss {p.train_loss:.3f} pseudo-Dice [{dice}] ({p.seconds:.0f} s)")
 
     return on_epoch
+
+
+#: the fine-tune's learning rate when the admin chose none (docs/training.md). From the shipped
+#: starting point (a network trained on ground truth) nnU-Net's own rate pulls the model back to
+#: the pseudo-labels' level (demo: 0.518 against its parent's 0.549) and 3e-4 keeps it (0.553);
+#: a model trained on pseudo-labels only learns from corrections at 1e-2 (study: 15 corrections
+#: 0.604 against 0.577 at 1e-3; benchmarks/README.md, finetune_settings)
+LR_FROM_STARTING_POINT = 3e-4
+LR_FROM_PSEUDO_LABELS = 1e-2
+
+
+def finetune_lr(settings: Settings, first: ModelInfo | None) -> float:
+    """The admin's learning rate, else one by the lineage's first model (nnunet-r0)."""
+    if settings.finetune_lr is not None:
+        return settings.finetune_lr
+    from_start = first is not None and first.started_from.startswith("starting point")
+    return LR_FROM_STARTING_POINT if from_start and first.iterations_run == 0 else LR_FROM_PSEUDO_LABELS
 
 
 def _existing(ctx: ProjectContext, version: str) -> ModelInfo | None:
@@ -191,16 +208,16 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
             raise LoopError(f"project {ctx.project_id}: no annotated task to fine-tune on")
         if settings.finetune_pseudo == "agreed":
             cases.cases = _agreed_only(ctx, parent, rest, cases.cases)
-        report(f"fine-tuning {parent} on {cases.count('human')} annotated images"
-               + (f" and {cases.count('pseudo')} pseudo-labels" if rest else ""))  # fmt: skip
+        lr = finetune_lr(settings, _existing(ctx, PRETRAIN_VERSION))
+        pseudo = f" and {cases.count('pseudo')} pseudo-labels" if rest else ""
+        report(f"fine-tuning {parent} on {cases.count('human')} annotated images{pseudo} at lr {lr:g}")
         ws = ctx.dir.workspace
         export_dataset(ws, oversample_human(cases.cases))
         preprocess(ws)
         budget = TrainBudget(
             epochs=settings.finetune_epochs if settings.finetune_minutes is None else UNBOUNDED_EPOCHS,
             iterations_per_epoch=settings.finetune_iterations_per_epoch,
-            initial_lr=settings.finetune_lr, minutes=settings.finetune_minutes,
-            warmup_iterations=settings.finetune_warmup,
+            initial_lr=lr, minutes=settings.finetune_minutes, warmup_iterations=settings.finetune_warmup,
         )  # fmt: skip
         info = train(ws, version, budget, _sources(cases), parent=parent, device=settings.device,
                      on_epoch=_epoch_printer(report, version))  # fmt: skip

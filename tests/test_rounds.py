@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 from activeseg.nnunet.engine import ModelInfo
-from activeseg.projectstate import ProjectDir, ProjectState, Round
+from activeseg.projectstate import ProjectDir, ProjectState, Round, Settings
 from orchestrator.context import has_human_labels
 from orchestrator.status import curve_points
-from orchestrator.training import coreset_progress
+from orchestrator.training import LR_FROM_PSEUDO_LABELS, LR_FROM_STARTING_POINT, coreset_progress, finetune_lr
 
 
 def task(task_id: int, *annotations: dict) -> dict:
@@ -114,3 +114,17 @@ def test_latest_model_and_status_show_the_serving_gate() -> None:
     assert lines[first + 3].split()[:2] == ["nnunet-r0", "0.430"]
     assert lines[first + 4] == "  -> keeps serving classical-v1: nnunet-r0 did not beat it"
     assert "  800   4.0" in text and "2d_lite: patch 128x128, 5 stages 16-256, batch 8: CPU" in text
+
+
+def test_finetune_learning_rate_follows_where_the_first_model_came_from() -> None:
+    def r0(started_from: str, iterations: int) -> ModelInfo:
+        return ModelInfo("nnunet-r0", "pretrain", None, {}, "all", "cpu", {"pseudo": 18},
+                         iterations=iterations, started_from=started_from)  # fmt: skip
+
+    shipped = r0("starting point start.pt: DSB2018 ground truth", 0)
+    assert finetune_lr(Settings(), shipped) == LR_FROM_STARTING_POINT == 3e-4
+    # trained on the pseudo-labels after the start, or from random weights: nnU-Net's own rate
+    assert finetune_lr(Settings(), r0("starting point start.pt: DSB2018 ground truth", 200)) == 1e-2
+    assert finetune_lr(Settings(), r0("random weights", 800)) == LR_FROM_PSEUDO_LABELS == 1e-2
+    assert finetune_lr(Settings(), None) == 1e-2
+    assert finetune_lr(Settings(finetune_lr=5e-3), shipped) == 5e-3  # the admin's choice wins
