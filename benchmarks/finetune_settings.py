@@ -183,11 +183,9 @@ def main() -> None:
                 pseudo = others(setting, chosen)
                 mixed = setting.with_pseudo and picks != "full"
                 cases = oversample_human(human + pseudo, setting.share) if mixed else human
-                ws_name = f"{picks}-s{seed if picks == 'random' else 0}-" + (
-                    f"share{setting.share:g}" + ("" if setting.pseudo == "teacher" else f"-{setting.pseudo}")
-                    if mixed
-                    else "alone"
-                )
+                labels = "" if setting.pseudo == "teacher" else f"-{setting.pseudo}"
+                mix = f"share{setting.share:g}{labels}" if mixed else "alone"
+                ws_name = f"{picks}-s{seed if picks == 'random' else 0}-{mix}"
                 ws = workspace(ws_name, cases)
                 started = time.perf_counter()
                 version = f"{name}-s{seed}"
