@@ -16,21 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import activeseg
+from activeseg.checkpoints import CheckpointError
 from activeseg.datasets import BUNDLED_SAMPLE, DatasetError
+from activeseg.imagefetch import ImageFetchError
 from activeseg.imageio import ImageReadError
 from activeseg.jobs import JobError
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LabelConfigError
-from activeseg.lsclient import LabelStudioError
+from activeseg.labellers import PSEUDOLABELERS
+from activeseg.labellers.base import ModelLoadError
+from activeseg.lsclient import ConfigError, LabelStudioError, require_credentials
 from activeseg.lsserver import LabelStudioServerError
 from activeseg.nnunet.dataset import DatasetExportError
 from activeseg.nnunet.plans import CONFIGURATIONS
 from activeseg.nnunet.workspace import WorkspaceError
 from activeseg.projectstate import PSEUDO_CHOICES
 from activeseg.regions import KINDS
-from ml_backend.checkpoints import CheckpointError
-from ml_backend.config import PSEUDOLABELERS, ConfigError, require_credentials
-from ml_backend.images import ImageFetchError
-from ml_backend.pseudolabelers.base import ModelLoadError
 from orchestrator.context import LoopError, default_model_dir
 from orchestrator.strategies import DEFAULT_STRATEGY, STRATEGIES
 from orchestrator.study import command as study_command
@@ -169,7 +169,7 @@ def _cmd_prelabel(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from ml_backend.checkpoints import KNOWN, fetch
+    from activeseg.checkpoints import KNOWN, fetch
 
     if args.action == "list":
         for name, ckpt in KNOWN.items():

@@ -25,13 +25,13 @@ from services import wait_for
 from activeseg.datasets import read_dataset
 from activeseg.jobs import DONE, FAILED, RUNNING, WORKING, Job, JobStore, jobs_dir
 from activeseg.labelconfig import load_label_config
-from activeseg.lsclient import LabelStudioClient, LabelStudioError
+from activeseg.lsclient import SECRET_HEADER, LabelStudioClient, LabelStudioError
 from activeseg.lsserver import LabelStudioServer, prepare_from_template
 from activeseg.nnunet.classes import IGNORE
 from activeseg.nnunet.engine import list_models
 from activeseg.projectstate import ProjectDir
 from ml_backend.app import create_app
-from ml_backend.config import SECRET_HEADER, BackendConfig
+from ml_backend.config import BackendConfig
 from ml_backend.service import PredictionService
 from orchestrator.annotator import SessionAnnotator
 from orchestrator.context import LoopError, ProjectContext

@@ -11,8 +11,8 @@ from PIL import Image
 from scipy import ndimage
 
 from activeseg.datasets import read_dataset
-from ml_backend.pseudolabelers import PseudoLabeler
-from ml_backend.pseudolabelers.base import Segmentation
+from activeseg.labellers import PseudoLabeler
+from activeseg.labellers.base import Segmentation
 from orchestrator.region_choice import BRUSH_MAX_CELLS, choose_regions, polygon_round_trip
 
 
