@@ -27,10 +27,10 @@ from activeseg.labellers.tasks import LabellerConfig, TaskLabeller  # noqa: E402
 from activeseg.lsclient import LabelStudioClient  # noqa: E402
 from activeseg.lsserver import LabelStudioServer, ensure_template, prepare_from_template  # noqa: E402
 from orchestrator.context import ProjectContext  # noqa: E402
-from orchestrator.prelabel import prelabel_project  # noqa: E402
-from orchestrator.project_setup import init_project  # noqa: E402
-from orchestrator.ranking import rank_project  # noqa: E402
-from orchestrator.training import pretrain  # noqa: E402
+from orchestrator.prelabel.project_setup import init_project  # noqa: E402
+from orchestrator.prelabel.pseudolabels import prelabel_project  # noqa: E402
+from orchestrator.rank.ranking import rank_project  # noqa: E402
+from orchestrator.train.training import pretrain  # noqa: E402
 
 
 def main() -> None:

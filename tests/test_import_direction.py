@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 #: (file, function) where the orchestrator may import the backend: the serve command
-SERVE_ENTRY = {("orchestrator/cli.py", "_cmd_serve")}
+SERVE_ENTRY = {("orchestrator/commands/services.py", "_cmd_serve")}
 
 
 def imports(path: Path) -> list[tuple[str, str | None]]:

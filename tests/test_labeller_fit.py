@@ -20,9 +20,9 @@ from ml_backend.config import BackendConfig
 from ml_backend.service import PredictionService
 from orchestrator.cli import main
 from orchestrator.context import LoopError, ProjectContext
-from orchestrator.labeller_fit import available_labellers, compare_labellers, use_labeller
-from orchestrator.prelabel import prelabel_project
-from orchestrator.ranking import rank_project
+from orchestrator.prelabel.labeller_fit import available_labellers, compare_labellers, use_labeller
+from orchestrator.prelabel.pseudolabels import prelabel_project
+from orchestrator.rank.ranking import rank_project
 
 CONFIG = load_label_config()
 
@@ -44,7 +44,7 @@ def test_labellers_scored_on_corrections_and_a_switch_relabels_only_unannotated_
     label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from orchestrator.project_setup import init_project
+    from orchestrator.prelabel.project_setup import init_project
 
     model_dir = tmp_path / "model_dir"
     for name, value in {

@@ -33,14 +33,14 @@ from activeseg.projectstate import ProjectDir
 from ml_backend.app import create_app
 from ml_backend.config import BackendConfig
 from ml_backend.service import PredictionService
-from orchestrator.annotator import SessionAnnotator
 from orchestrator.context import LoopError, ProjectContext
-from orchestrator.prelabel import prelabel_project
-from orchestrator.project_export import export_project
-from orchestrator.project_setup import init_project
-from orchestrator.ranking import rank_project
+from orchestrator.demo.annotator import SessionAnnotator
+from orchestrator.export.project import export_project
+from orchestrator.prelabel.project_setup import init_project
+from orchestrator.prelabel.pseudolabels import prelabel_project
+from orchestrator.rank.ranking import rank_project
 from orchestrator.status import format_status, project_status
-from orchestrator.training import coreset_progress
+from orchestrator.train.training import coreset_progress
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config()

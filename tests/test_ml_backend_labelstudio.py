@@ -20,7 +20,7 @@ from activeseg.lsserver import LabelStudioServer
 from activeseg.regions import results_to_labels
 from ml_backend.app import create_app
 from ml_backend.config import BackendConfig
-from orchestrator.project_setup import import_images, local_files_url, stage_images
+from orchestrator.prelabel.project_setup import import_images, local_files_url, stage_images
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config()

@@ -13,7 +13,7 @@ from scipy import ndimage
 from activeseg.datasets import read_dataset
 from activeseg.labellers import PseudoLabeler
 from activeseg.labellers.base import Segmentation
-from orchestrator.region_choice import BRUSH_MAX_CELLS, choose_regions, polygon_round_trip
+from orchestrator.prelabel.region_choice import BRUSH_MAX_CELLS, choose_regions, polygon_round_trip
 
 
 def _cells(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int, hole: int = 0) -> np.ndarray:

@@ -16,8 +16,8 @@ from activeseg.labellers.classical import ClassicalLabeler
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
 from activeseg.nnunet.dataset import Case
-from orchestrator.project_setup import import_images, stage_images
-from orchestrator.training_data import (
+from orchestrator.prelabel.project_setup import import_images, stage_images
+from orchestrator.train.training_data import (
     best_labels,
     cases_from_tasks,
     mask_disagreement,

@@ -82,9 +82,9 @@ from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import disagreement, foreground_mean
 from orchestrator.context import LoopError
-from orchestrator.strategies import NEEDS_FLIPS, STRATEGIES, Candidates, budget_to_k, rank
+from orchestrator.rank.strategies import NEEDS_FLIPS, STRATEGIES, Candidates, budget_to_k, rank
 from orchestrator.study.split import split_pool_test
-from orchestrator.training_data import oversample_human
+from orchestrator.train.training_data import oversample_human
 
 PSEUDO_LABELS = "pseudo-labels"
 PSEUDO_MODEL = "pseudo model"

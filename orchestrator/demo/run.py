@@ -36,13 +36,13 @@ from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, LabelStudioServerError, free_port, port_in_use
 from activeseg.metrics import score_dataset
 from activeseg.projectstate import finetune_version
-from orchestrator.annotator import SessionAnnotator
 from orchestrator.context import LoopError, ProjectContext
 from orchestrator.curve import CurvePoint, plot_learning_curve
+from orchestrator.demo.annotator import SessionAnnotator
 from orchestrator.jobrun import run_here
-from orchestrator.prelabel import prelabel_project
-from orchestrator.project_setup import init_project, slug, stage_images
-from orchestrator.strategies import DEFAULT_STRATEGY
+from orchestrator.prelabel.project_setup import init_project, slug, stage_images
+from orchestrator.prelabel.pseudolabels import prelabel_project
+from orchestrator.rank.strategies import DEFAULT_STRATEGY
 
 DEFAULT_WORKSPACE = Path(".activeseg")
 ANNOTATOR_EMAIL = "annotator@activeseg.local"

@@ -28,11 +28,11 @@ from activeseg.labellers.tasks import LabellerConfig, TaskLabeller
 from activeseg.lsclient import LabelStudioError
 from activeseg.projectstate import ProjectState
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
-from orchestrator.prelabel import PrelabelReport, prelabel_project
-from orchestrator.queue_order import PushReport
-from orchestrator.ranking import refresh_round
-from orchestrator.serving import compare
-from orchestrator.training_data import best_labels, result_labels
+from orchestrator.prelabel.pseudolabels import PrelabelReport, prelabel_project
+from orchestrator.rank.queue_order import PushReport
+from orchestrator.rank.ranking import refresh_round
+from orchestrator.train.serving import compare
+from orchestrator.train.training_data import best_labels, result_labels
 
 SAM_KINDS = ("sam-box", "sam-auto")  # need ACTIVESEG_SAM_CHECKPOINT
 
