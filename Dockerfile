@@ -49,7 +49,7 @@ RUN if [ -n "${TORCH_INDEX_URL}" ]; then \
         pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"; \
     fi
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md label_config.xml label_config_brush.xml ./
 COPY activeseg ./activeseg
 COPY ml_backend ./ml_backend
 COPY orchestrator ./orchestrator

@@ -15,7 +15,9 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from activeseg.regions import Kind, labels_to_results, results_to_labels
 
-_ROOT = Path(__file__).resolve().parent  # shipped inside the package, so a wheel has them
+#: the package's links to the repository's top-level label_config*.xml (where an admin looks for
+#: them): a wheel copies what they point at, so a pip-installed activeseg has them too
+_ROOT = Path(__file__).resolve().parent
 #: the shipped label config per kind of region; ``--label-config`` picks one (polygons by default)
 LABEL_CONFIGS: dict[Kind, Path] = {
     "polygon": _ROOT / "label_config.xml",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -22,6 +22,29 @@ from activeseg.labelconfig import LabelConfigError, RegionConfig, parse_label_co
 
 T = TypeVar("T")
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+#: the header our project webhook carries the shared secret in (registered by the orchestrator,
+#: checked by the ML backend)
+SECRET_HEADER = "X-Activeseg-Webhook-Secret"
+
+#: what the backend and the worker need to reach Label Studio, and how to tell the admin
+REQUIRED = {
+    "LABEL_STUDIO_URL": "the Label Studio server's URL, e.g. http://labelstudio:8080",
+    "LABEL_STUDIO_API_KEY": "a Label Studio access token (Account & Settings > Access Token)",
+}
+
+
+class ConfigError(ValueError):
+    """A setting a service cannot start with; the message names the variable to set."""
+
+
+def require_credentials(env: Mapping[str, str] | None = None) -> None:
+    """Refuse to start a service that could not reach Label Studio, naming what to set."""
+    env = os.environ if env is None else env
+    for name, what in REQUIRED.items():
+        if not env.get(name):
+            raise ConfigError(f"{name} is not set: set it to {what}")
+    if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
+        raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
 
 
 class LabelStudioError(RuntimeError):

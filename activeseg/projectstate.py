@@ -53,7 +53,7 @@ class Round:
     coreset_msa: float | None = None
     n_annotated: int | None = None  # human-annotated tasks when the round was fine-tuned
     #: source (pseudo-label or model version) -> mSA/AP50/F1/n against this round's corrections,
-    #: scored before they were used for fine-tuning (orchestrator.serving)
+    #: scored before they were used for fine-tuning (orchestrator.train.serving)
     comparison: dict[str, dict[str, float]] = field(default_factory=dict)
     decision: str = ""  # what the serving gate chose after this round, and why
 
@@ -74,7 +74,7 @@ class Settings:
     iterations_per_epoch: int = 25
     finetune_epochs: int = 2
     finetune_iterations_per_epoch: int = 25
-    #: None: by where the project's first model came from (orchestrator.training.finetune_lr)
+    #: None: by where the project's first model came from (orchestrator.train.training.finetune_lr)
     finetune_lr: float | None = None
     finetune_warmup: int = 0  # iterations of linear learning-rate warm-up (TrainBudget)
     #: the unannotated tasks' labels in a fine-tune: "teacher" (the pseudo-labels as they are) or
@@ -106,11 +106,11 @@ class ProjectState:
     #: the pseudo-labeller this project chose (None: the backend's ACTIVESEG_PSEUDOLABELER)
     pseudolabeler: str | None = None
     #: labeller name -> mSA/AP50/F1/n/images_per_min/version against the project's corrections
-    #: (orchestrator.labeller_fit), from the last comparison
+    #: (orchestrator.prelabel.labeller_fit), from the last comparison
     labeller_fit: dict[str, dict[str, Any]] = field(default_factory=dict)
     pretrained: str | None = None
     #: the model whose masks the ML backend serves (None: the pseudo-labels); only a model that
-    #: beat the served source on corrections it had not trained on (orchestrator.serving)
+    #: beat the served source on corrections it had not trained on (orchestrator.train.serving)
     served: str | None = None
     rounds: list[Round] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)

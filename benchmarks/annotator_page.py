@@ -44,7 +44,7 @@ from activeseg.fsutil import atomic_write_text  # noqa: E402
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, LABEL_CONFIGS, load_label_config  # noqa: E402
 from activeseg.lsclient import LabelStudioClient  # noqa: E402
 from activeseg.lsserver import LabelStudioServer, ensure_template, prepare_from_template  # noqa: E402
-from orchestrator.project_setup import init_project  # noqa: E402
+from orchestrator.prelabel.project_setup import init_project  # noqa: E402
 
 WINDOW = (1600, 1000)
 #: DSB2018 stage-1 fluorescence training images by nucleus count (the densest of the set: 375)

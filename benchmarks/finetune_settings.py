@@ -41,7 +41,7 @@ from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import Predictor, TrainBudget, list_models, preprocess, train
 from activeseg.nnunet.workspace import Workspace
 from orchestrator.study.runner import PRETRAINED, Study, StudyConfig
-from orchestrator.training_data import mask_disagreement, oversample_human
+from orchestrator.train.training_data import mask_disagreement, oversample_human
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PICKS = ("entropy", "random", "full")

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from orchestrator.strategies import kcenter_greedy
+from orchestrator.rank.strategies import kcenter_greedy
 
 
 def naive_kcenter(features: np.ndarray, k: int, first: int) -> list[int]:

@@ -21,16 +21,16 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import SHARED_DATA, ls_template_dir  # noqa: E402
 
 from activeseg.datasets import BUNDLED_SAMPLE, read_dataset  # noqa: E402
+from activeseg.imagefetch import ImageSource  # noqa: E402
 from activeseg.labelconfig import load_label_config  # noqa: E402
+from activeseg.labellers.tasks import LabellerConfig, TaskLabeller  # noqa: E402
 from activeseg.lsclient import LabelStudioClient  # noqa: E402
 from activeseg.lsserver import LabelStudioServer, ensure_template, prepare_from_template  # noqa: E402
-from ml_backend.config import BackendConfig  # noqa: E402
-from ml_backend.service import PredictionService  # noqa: E402
 from orchestrator.context import ProjectContext  # noqa: E402
-from orchestrator.prelabel import prelabel_project  # noqa: E402
-from orchestrator.project_setup import init_project  # noqa: E402
-from orchestrator.ranking import rank_project  # noqa: E402
-from orchestrator.training import pretrain  # noqa: E402
+from orchestrator.prelabel.project_setup import init_project  # noqa: E402
+from orchestrator.prelabel.pseudolabels import prelabel_project  # noqa: E402
+from orchestrator.rank.ranking import rank_project  # noqa: E402
+from orchestrator.train.training import pretrain  # noqa: E402
 
 
 def main() -> None:
@@ -68,17 +68,9 @@ def main() -> None:
                 ).project_id
             ),
         )
-        config = BackendConfig(
-            label_studio_url=server.url,
-            api_key=server.login.token,
-            model_dir=work / "md",
-            local_files_root=server.files_root,
-            worker="off",
-        )
-        timed(
-            "prelabel (classical, upload)",
-            lambda: prelabel_project(pid, client=client, service=PredictionService(config)),
-        )
+        images = ImageSource(server.url, server.login.token, server.files_root)
+        labeller = TaskLabeller(LabellerConfig(), images, work / "md" / "cache")
+        timed("prelabel (classical, upload)", lambda: prelabel_project(pid, client=client, service=labeller))
         ctx = ProjectContext(client, pid, work / "md", server.files_root)
         timed(
             "rank, cold start (LiteMedSAM features, push)",

@@ -42,7 +42,7 @@ LABELS = ("ground-truth", "pseudo")
 
 
 def classical(images: list[np.ndarray]) -> list[np.ndarray]:
-    from ml_backend.pseudolabelers import build_pseudolabeler
+    from activeseg.labellers import build_pseudolabeler
 
     labeler = build_pseudolabeler("classical")
     return [labeler.segment(im).labels for im in images]

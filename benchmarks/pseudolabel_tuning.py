@@ -64,10 +64,10 @@ def measure(
 ) -> list[dict[str, Any]]:
     from activeseg.datasets import read_dataset
     from activeseg.imageio import read_image, read_label_image
+    from activeseg.labellers import build_pseudolabeler
+    from activeseg.labellers.sam import SamBoxLabeler
+    from activeseg.labellers.sam_models import load_litemedsam
     from activeseg.metrics import score_dataset
-    from ml_backend.pseudolabelers import build_pseudolabeler
-    from ml_backend.pseudolabelers.sam import SamBoxLabeler
-    from ml_backend.pseudolabelers.sam_models import load_litemedsam
 
     samples = read_dataset(root)[::every]
     images = [(read_image(s.image), read_label_image(s.label)) for s in samples]

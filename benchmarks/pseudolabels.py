@@ -64,7 +64,7 @@ class NnunetDetector:
 
     def segment(self, image: np.ndarray) -> Any:
         from activeseg.imageio import model_channels
-        from ml_backend.pseudolabelers.base import Segmentation
+        from activeseg.labellers.base import Segmentation
 
         labels = self.predictor.predict(model_channels(image)).labels
         return Segmentation(labels, {int(i): 1.0 for i in np.unique(labels) if i})
@@ -72,8 +72,8 @@ class NnunetDetector:
 
 def tuned_labeller(detector: Any = None) -> Any:
     """LiteMedSAM box refinement with the best settings found on training images."""
-    from ml_backend.pseudolabelers.sam import SamBoxLabeler
-    from ml_backend.pseudolabelers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
+    from activeseg.labellers.sam import SamBoxLabeler
+    from activeseg.labellers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
 
     best = json.loads((RESULTS / "pseudolabel_tuning.json").read_text())["best"]
     return SamBoxLabeler(
@@ -97,10 +97,10 @@ def run_arm(arm: str, root: Path, limit: int | None) -> dict[str, Any]:
     import torch
 
     from activeseg.imageio import read_image, read_label_image
+    from activeseg.labellers import build_pseudolabeler
+    from activeseg.labellers.postprocess import full_crop, masks_to_labels
+    from activeseg.labellers.sam import detector_boxes, sam_rgb
     from activeseg.metrics import score_dataset
-    from ml_backend.pseudolabelers import build_pseudolabeler
-    from ml_backend.pseudolabelers.postprocess import full_crop, masks_to_labels
-    from ml_backend.pseudolabelers.sam import detector_boxes, sam_rgb
 
     torch.set_num_threads(torch.get_num_threads())
     samples = test_images(root, limit)
@@ -141,8 +141,8 @@ def run_arm(arm: str, root: Path, limit: int | None) -> dict[str, Any]:
 
 def run_batched(root: Path, n_images: int = 5) -> dict[str, Any]:
     from activeseg.imageio import read_image
-    from ml_backend.pseudolabelers import build_pseudolabeler
-    from ml_backend.pseudolabelers.sam import detector_boxes, sam_rgb
+    from activeseg.labellers import build_pseudolabeler
+    from activeseg.labellers.sam import detector_boxes, sam_rgb
 
     lab = build_pseudolabeler("litemedsam")
     lab.load()
@@ -168,7 +168,7 @@ def run_batched(root: Path, n_images: int = 5) -> dict[str, Any]:
 def run_auto(size: int = 512) -> dict[str, Any]:
     from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
-    from ml_backend.pseudolabelers.sam import SamAutoLabeler
+    from activeseg.labellers.sam import SamAutoLabeler
 
     rng = np.random.default_rng(0)
     image = (rng.random((size, size)) * 40).astype(np.uint8)

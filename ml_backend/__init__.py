@@ -1,2 +1,4 @@
-"""The Label Studio ML backend: serves SAM pseudo-labels, later nnU-Net predictions, as brush
-pre-annotations (issue 3). It may import ``activeseg`` (the shared core), never ``orchestrator``."""
+"""The Label Studio ML backend: Label Studio's ML-backend protocol and nothing else (the Flask
+app, ``/predict`` with the served models and smart-tool prompts, its config and server). What
+segments an image lives in the core (``activeseg.labellers``); this package may import
+``activeseg``, never ``orchestrator``."""

@@ -15,10 +15,11 @@ from flask import Flask, Response, jsonify, request
 
 from activeseg import __version__
 from activeseg.jobs import JobError, JobStore, jobs_dir
+from activeseg.labellers import ModelLoadError
+from activeseg.lsclient import SECRET_HEADER
 from activeseg.projectstate import ProjectDir
 from activeseg.worker import Worker, notify_rq
-from ml_backend.config import SECRET_HEADER, BackendConfig
-from ml_backend.pseudolabelers import ModelLoadError
+from ml_backend.config import BackendConfig
 from ml_backend.served import project_id_of
 from ml_backend.service import PredictionService
 

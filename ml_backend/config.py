@@ -24,33 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: pseudo-labeller names, kept here (light to import) for the CLI's choices
-PSEUDOLABELERS = ("classical", "litemedsam", "litemedsam-unsure", "sam-box", "sam-auto")
-#: the header our project webhook carries the shared secret in
-SECRET_HEADER = "X-Activeseg-Webhook-Secret"
+from activeseg.labellers.tasks import LabellerConfig
+from activeseg.lsclient import ConfigError
+
 #: who runs queued jobs
 WORKERS = ("inprocess", "off", "rq")
-
-
-class ConfigError(ValueError):
-    """A setting a service cannot start with; the message names the variable to set."""
-
-
-#: what the backend and the worker need to reach Label Studio, and how to tell the admin
-REQUIRED = {
-    "LABEL_STUDIO_URL": "the Label Studio server's URL, e.g. http://labelstudio:8080",
-    "LABEL_STUDIO_API_KEY": "a Label Studio access token (Account & Settings > Access Token)",
-}
-
-
-def require_credentials(env: Mapping[str, str] | None = None) -> None:
-    """Refuse to start a service that could not reach Label Studio, naming what to set."""
-    env = os.environ if env is None else env
-    for name, what in REQUIRED.items():
-        if not env.get(name):
-            raise ConfigError(f"{name} is not set: set it to {what}")
-    if bool(env.get("BASIC_AUTH_USER")) != bool(env.get("BASIC_AUTH_PASS")):
-        raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
 
 
 @dataclass(frozen=True)
@@ -69,12 +47,16 @@ class BackendConfig:
     redis_url: str | None = field(default=None, repr=False)
     device: str = "cpu"
 
+    @property
+    def labeller(self) -> LabellerConfig:
+        return LabellerConfig(self.pseudolabeler, self.sam_checkpoint, self.sam_type, self.max_pixels)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackendConfig:
         env = os.environ if env is None else env
         user, password = env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")
         root = env.get("LOCAL_FILES_DOCUMENT_ROOT") or env.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
-        checkpoint = env.get("ACTIVESEG_SAM_CHECKPOINT")
+        labeller = LabellerConfig.from_env(env)
         redis_url = env.get("REDIS_URL") or None
         worker = env.get("ACTIVESEG_WORKER") or ("rq" if redis_url else "inprocess")
         if worker not in WORKERS:
@@ -87,10 +69,10 @@ class BackendConfig:
             basic_auth=(user, password) if user and password else None,
             model_dir=Path(env.get("MODEL_DIR", "model_dir")),
             local_files_root=Path(root) if root else None,
-            pseudolabeler=env.get("ACTIVESEG_PSEUDOLABELER", "classical"),
-            sam_checkpoint=Path(checkpoint) if checkpoint else None,
-            sam_type=env.get("ACTIVESEG_SAM_TYPE", "vit_b"),
-            max_pixels=int(env.get("ACTIVESEG_MAX_PIXELS", 64_000_000)),
+            pseudolabeler=labeller.name,
+            sam_checkpoint=labeller.sam_checkpoint,
+            sam_type=labeller.sam_type,
+            max_pixels=labeller.max_pixels,
             webhook_secret=env.get("ACTIVESEG_WEBHOOK_SECRET") or None,
             worker=worker,
             redis_url=redis_url,

@@ -22,8 +22,8 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 from activeseg.labelconfig import RegionConfig
+from activeseg.labellers.sam import sam_rgb
 from activeseg.regions import mask_to_result
-from ml_backend.pseudolabelers.sam import sam_rgb
 
 PROMPT_TYPES = ("rectanglelabels", "keypointlabels")
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from activeseg.imagefetch import ImageSource, task_image_url
 from activeseg.imageio import decode_image, model_channels
 from activeseg.labelconfig import RegionConfig
+from activeseg.labellers.base import ModelLoadError
 from activeseg.projectstate import ProjectDir
 from activeseg.scores import ScoreStore, foreground_mean
-from ml_backend.images import ImageSource, task_image_url
-from ml_backend.pseudolabelers.base import ModelLoadError
 
 
 def project_id_of(value: Any) -> int | None:

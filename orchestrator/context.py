@@ -8,10 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from activeseg.imagefetch import ImageSource
 from activeseg.labelconfig import RegionConfig
 from activeseg.lsclient import LabelStudioClient
 from activeseg.projectstate import ProjectDir, ProjectState
-from ml_backend.images import ImageSource
 
 
 class LoopError(RuntimeError):

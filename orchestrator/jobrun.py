@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
     """Do the work of ``job`` in this process; returns its result (raises on failure)."""
     from orchestrator.context import ProjectContext
-    from orchestrator.training import coreset_progress, finetune, pretrain
+    from orchestrator.train.training import coreset_progress, finetune, pretrain
 
     ctx = ProjectContext.from_env(job.project, model_dir)
 
@@ -58,7 +58,7 @@ def run_job(job: Job, store: JobStore, model_dir: Path) -> dict[str, Any]:
             "served": ctx.state().served,
         }
     if job.kind == "rank":
-        from orchestrator.ranking import rank_project
+        from orchestrator.rank.ranking import rank_project
 
         ranked = rank_project(
             ctx, job.params.get("budget"), job.params.get("strategy"), job.params.get("seed")

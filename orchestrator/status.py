@@ -15,8 +15,8 @@ from activeseg.nnunet.plans import PlanChoice
 from activeseg.projectstate import ProjectState
 from orchestrator.context import ProjectContext, has_human_labels
 from orchestrator.curve import CurvePoint, plot_learning_curve
-from orchestrator.labeller_fit import format_fit, in_use
-from orchestrator.training import CoresetProgress, coreset_progress
+from orchestrator.prelabel.labeller_fit import format_fit, in_use
+from orchestrator.train.training import CoresetProgress, coreset_progress
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from activeseg.datasets import BUNDLED_SAMPLE, held_out, read_dataset, shared_data
 from activeseg.imageio import model_channels, read_image, read_label_image
+from activeseg.labellers import build_pseudolabeler
 from activeseg.metrics import score_dataset
 from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import Predictor, TrainBudget, list_models, plan_and_preprocess, train
 from activeseg.nnunet.plans import LITE
 from activeseg.nnunet.starting import SHIPPED, save_starting_point
 from activeseg.nnunet.workspace import Workspace
-from ml_backend.pseudolabelers import build_pseudolabeler
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from activeseg.imageio import read_label_image
 from activeseg.labelconfig import RegionConfig
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LS_VERSION, LabelStudioServer, ensure_template, prepare_from_template
-from orchestrator.project_setup import init_project
+from orchestrator.prelabel.project_setup import init_project
 
 REPO = Path(__file__).resolve().parent.parent
 GROUND_TRUTH = "ground-truth"  # model version of the ground truth shown as a prediction

@@ -15,12 +15,12 @@ from scipy import ndimage
 from services import require_program
 
 from activeseg.datasets import read_dataset
+from activeseg.imagefetch import ImageSource
 from activeseg.imageio import read_label_image
 from activeseg.labelconfig import load_label_config
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
-from ml_backend.images import ImageSource
-from orchestrator.training_data import cases_from_tasks
+from orchestrator.train.training_data import cases_from_tasks
 
 DENSE = Path(__file__).resolve().parent.parent / "sample_data" / "dsb2018_dense"
 DRAW_S = 60  # the benchmark draws this task in about 4 s on 2 cores

@@ -12,9 +12,9 @@ import pytest
 import torch
 import xxhash
 
-from ml_backend import checkpoints
-from ml_backend.checkpoints import Checkpoint, CheckpointError, digest_of, fetch
-from ml_backend.pseudolabelers.sam_models import build_tiny_sam, read_sam_state
+from activeseg import checkpoints
+from activeseg.checkpoints import Checkpoint, CheckpointError, digest_of, fetch
+from activeseg.labellers.sam_models import build_tiny_sam, read_sam_state
 
 
 @pytest.fixture

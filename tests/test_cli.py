@@ -26,7 +26,7 @@ from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, free_port, prepare_from_template
 from activeseg.projectstate import ProjectDir
 from orchestrator.cli import main
-from orchestrator.demo import ANNOTATOR_EMAIL, server_for
+from orchestrator.demo.run import ANNOTATOR_EMAIL, server_for
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

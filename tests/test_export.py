@@ -12,7 +12,7 @@ import tifffile
 from PIL import Image
 
 from orchestrator.curve import CurvePoint, plot_learning_curve
-from orchestrator.export import ExportItem, export_labels, rle_to_mask
+from orchestrator.export.formats import ExportItem, export_labels, rle_to_mask
 
 
 def random_instances(rng: np.random.Generator, shape: tuple[int, int], n: int) -> np.ndarray:

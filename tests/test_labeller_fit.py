@@ -11,17 +11,18 @@ from conftest import ground_truth_result, small_dataset
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image, read_label_image
 from activeseg.labelconfig import load_label_config
+from activeseg.labellers import build_pseudolabeler
+from activeseg.labellers.tasks import LabellerConfig
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
 from activeseg.metrics import score_dataset
 from ml_backend.config import BackendConfig
-from ml_backend.pseudolabelers import build_pseudolabeler
 from ml_backend.service import PredictionService
 from orchestrator.cli import main
 from orchestrator.context import LoopError, ProjectContext
-from orchestrator.labeller_fit import available_labellers, compare_labellers, use_labeller
-from orchestrator.prelabel import prelabel_project
-from orchestrator.ranking import rank_project
+from orchestrator.prelabel.labeller_fit import available_labellers, compare_labellers, use_labeller
+from orchestrator.prelabel.pseudolabels import prelabel_project
+from orchestrator.rank.ranking import rank_project
 
 CONFIG = load_label_config()
 
@@ -43,7 +44,7 @@ def test_labellers_scored_on_corrections_and_a_switch_relabels_only_unannotated_
     label_studio: LabelStudioServer, ls_client: LabelStudioClient, sample_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from orchestrator.project_setup import init_project
+    from orchestrator.prelabel.project_setup import init_project
 
     model_dir = tmp_path / "model_dir"
     for name, value in {
@@ -72,7 +73,7 @@ def test_labellers_scored_on_corrections_and_a_switch_relabels_only_unannotated_
     queue_before = {t: _round_predictions(ls_client, t, rnd.version) for t in tasks}
 
     # compare: every available labeller on the two corrected images
-    assert available_labellers(BackendConfig.from_env()) == ["classical", "litemedsam", "litemedsam-unsure"]
+    assert available_labellers(LabellerConfig.from_env()) == ["classical", "litemedsam", "litemedsam-unsure"]
     fit = compare_labellers(ctx, progress=False)
     assert set(fit) == {"classical", "litemedsam", "litemedsam-unsure"} and all(
         m["n"] == 2 for m in fit.values()

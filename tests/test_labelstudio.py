@@ -15,7 +15,7 @@ from activeseg.labelconfig import LABEL_CONFIGS, load_label_config
 from activeseg.lsclient import LabelStudioClient, LabelStudioError
 from activeseg.lsserver import LabelStudioServer, free_port
 from activeseg.regions import results_to_labels
-from orchestrator.project_setup import import_images, stage_images
+from orchestrator.prelabel.project_setup import import_images, stage_images
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config(LABEL_CONFIGS["brush"])  # brush RLE is stored exactly

@@ -25,22 +25,22 @@ from services import wait_for
 from activeseg.datasets import read_dataset
 from activeseg.jobs import DONE, FAILED, RUNNING, WORKING, Job, JobStore, jobs_dir
 from activeseg.labelconfig import load_label_config
-from activeseg.lsclient import LabelStudioClient, LabelStudioError
+from activeseg.lsclient import SECRET_HEADER, LabelStudioClient, LabelStudioError
 from activeseg.lsserver import LabelStudioServer, prepare_from_template
 from activeseg.nnunet.classes import IGNORE
 from activeseg.nnunet.engine import list_models
 from activeseg.projectstate import ProjectDir
 from ml_backend.app import create_app
-from ml_backend.config import SECRET_HEADER, BackendConfig
+from ml_backend.config import BackendConfig
 from ml_backend.service import PredictionService
-from orchestrator.annotator import SessionAnnotator
 from orchestrator.context import LoopError, ProjectContext
-from orchestrator.prelabel import prelabel_project
-from orchestrator.project_export import export_project
-from orchestrator.project_setup import init_project
-from orchestrator.ranking import rank_project
+from orchestrator.demo.annotator import SessionAnnotator
+from orchestrator.export.project import export_project
+from orchestrator.prelabel.project_setup import init_project
+from orchestrator.prelabel.pseudolabels import prelabel_project
+from orchestrator.rank.ranking import rank_project
 from orchestrator.status import format_status, project_status
-from orchestrator.training import coreset_progress
+from orchestrator.train.training import coreset_progress
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config()

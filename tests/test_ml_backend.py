@@ -16,15 +16,15 @@ import tifffile
 from conftest import ThreadedServer, assert_same_cells
 
 from activeseg.datasets import read_dataset
+from activeseg.imagefetch import ImageFetchError, ImageSource
 from activeseg.imageio import read_image, write_png
 from activeseg.labelconfig import load_label_config
+from activeseg.labellers import Segmentation
+from activeseg.labellers.cache import PredictionCache
+from activeseg.labellers.classical import ClassicalLabeler
 from activeseg.regions import results_to_labels
 from ml_backend.app import create_app
-from ml_backend.cache import PredictionCache
 from ml_backend.config import BackendConfig
-from ml_backend.images import ImageFetchError, ImageSource
-from ml_backend.pseudolabelers import Segmentation
-from ml_backend.pseudolabelers.classical import ClassicalLabeler
 from ml_backend.service import PredictionService
 
 CONFIG_XML = load_label_config().xml

@@ -14,13 +14,13 @@ from conftest import ThreadedServer, assert_same_cells, retrieve_predictions
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image
 from activeseg.labelconfig import load_label_config
+from activeseg.labellers.classical import ClassicalLabeler
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
 from activeseg.regions import results_to_labels
 from ml_backend.app import create_app
 from ml_backend.config import BackendConfig
-from ml_backend.pseudolabelers.classical import ClassicalLabeler
-from orchestrator.project_setup import import_images, local_files_url, stage_images
+from orchestrator.prelabel.project_setup import import_images, local_files_url, stage_images
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 CONFIG = load_label_config()

@@ -19,7 +19,7 @@ from activeseg.metrics import score_dataset
 from activeseg.nnunet.classes import BORDER, IGNORE, INTERIOR, classes_to_instances, instances_to_classes
 from activeseg.nnunet.dataset import Case, DatasetExportError, export_dataset
 from activeseg.nnunet.workspace import Workspace, WorkspaceError
-from orchestrator.training_data import mask_disagreement
+from orchestrator.train.training_data import mask_disagreement
 
 
 def load_cases(root: Path, n: int, offset: int = 0) -> list[Case]:

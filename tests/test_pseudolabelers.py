@@ -11,11 +11,10 @@ from segment_anything.utils.amg import calculate_stability_score
 
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image, read_label_image
-from activeseg.metrics import score_dataset
-from ml_backend.pseudolabelers import ModelLoadError, build_pseudolabeler
-from ml_backend.pseudolabelers.classical import ClassicalLabeler, ClassicalSettings
-from ml_backend.pseudolabelers.postprocess import full_crop, masks_to_labels
-from ml_backend.pseudolabelers.sam import (
+from activeseg.labellers import ModelLoadError, build_pseudolabeler
+from activeseg.labellers.classical import ClassicalLabeler, ClassicalSettings
+from activeseg.labellers.postprocess import full_crop, masks_to_labels
+from activeseg.labellers.sam import (
     SamAutoLabeler,
     SamBoxLabeler,
     detector_boxes,
@@ -23,8 +22,9 @@ from ml_backend.pseudolabelers.sam import (
     jittered,
     sam_rgb,
 )
-from ml_backend.pseudolabelers.sam_models import build_tiny_sam, build_vit_t, load_sam_checkpoint
-from ml_backend.pseudolabelers.tiling import blocks, suppress_duplicates
+from activeseg.labellers.sam_models import build_tiny_sam, build_vit_t, load_sam_checkpoint
+from activeseg.labellers.tiling import blocks, suppress_duplicates
+from activeseg.metrics import score_dataset
 
 
 @pytest.fixture(scope="module")

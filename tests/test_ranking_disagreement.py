@@ -13,7 +13,7 @@ from activeseg.imageio import read_label_image
 from activeseg.labelconfig import load_label_config
 from activeseg.scores import TaskScore, disagreement
 from orchestrator.context import LoopError
-from orchestrator.ranking import _disagreement
+from orchestrator.rank.ranking import _disagreement
 
 CONFIG = load_label_config()
 

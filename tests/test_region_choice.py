@@ -11,9 +11,9 @@ from PIL import Image
 from scipy import ndimage
 
 from activeseg.datasets import read_dataset
-from ml_backend.pseudolabelers import PseudoLabeler
-from ml_backend.pseudolabelers.base import Segmentation
-from orchestrator.region_choice import BRUSH_MAX_CELLS, choose_regions, polygon_round_trip
+from activeseg.labellers import PseudoLabeler
+from activeseg.labellers.base import Segmentation
+from orchestrator.prelabel.region_choice import BRUSH_MAX_CELLS, choose_regions, polygon_round_trip
 
 
 def _cells(shape: tuple[int, int], centres: list[tuple[int, int]], radius: int, hole: int = 0) -> np.ndarray:

@@ -10,7 +10,12 @@ from activeseg.nnunet.engine import ModelInfo
 from activeseg.projectstate import ProjectDir, ProjectState, Round, Settings
 from orchestrator.context import has_human_labels
 from orchestrator.status import curve_points
-from orchestrator.training import LR_FROM_PSEUDO_LABELS, LR_FROM_STARTING_POINT, coreset_progress, finetune_lr
+from orchestrator.train.training import (
+    LR_FROM_PSEUDO_LABELS,
+    LR_FROM_STARTING_POINT,
+    coreset_progress,
+    finetune_lr,
+)
 
 
 def task(task_id: int, *annotations: dict) -> dict:

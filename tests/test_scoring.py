@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from activeseg.scores import ScoreStore, TaskScore, foreground_mean
-from orchestrator.scoring import score_tasks
+from orchestrator.rank.scoring import score_tasks
 
 
 class CountingScorer:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.serving import compare, decide
+from orchestrator.train.serving import compare, decide
 
 
 def _discs(centres: list[tuple[int, int]], radius: int, shape: tuple[int, int] = (64, 64)) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator import strategies
-from orchestrator.strategies import (
+from orchestrator.rank import strategies
+from orchestrator.rank.strategies import (
     DEFAULT_STRATEGY,
     STRATEGIES,
     Candidates,
@@ -394,7 +394,7 @@ def test_one_default_strategy_everywhere() -> None:
     """The study's winner is the default of the demo and of a new project's stored settings (rank)."""
     from activeseg.projectstate import Settings
     from orchestrator.cli import build_parser
-    from orchestrator.demo import DemoSettings
+    from orchestrator.demo.run import DemoSettings
 
     assert Settings().strategy == DemoSettings().strategy == strategies.DEFAULT_STRATEGY
     assert build_parser().parse_args(["demo"]).strategy == strategies.DEFAULT_STRATEGY

@@ -30,7 +30,7 @@ from activeseg.jobs import DONE, JobStore, jobs_dir
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, free_port
 from activeseg.projectstate import ProjectDir
-from orchestrator.annotator import SessionAnnotator
+from orchestrator.demo.annotator import SessionAnnotator
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 N_IMAGES = 8

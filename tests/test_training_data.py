@@ -9,15 +9,15 @@ import pytest
 
 from activeseg.brush import labels_to_results
 from activeseg.datasets import read_dataset
+from activeseg.imagefetch import ImageSource
 from activeseg.imageio import read_image, read_label_image
 from activeseg.labelconfig import load_label_config
+from activeseg.labellers.classical import ClassicalLabeler
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer
 from activeseg.nnunet.dataset import Case
-from ml_backend.images import ImageSource
-from ml_backend.pseudolabelers.classical import ClassicalLabeler
-from orchestrator.project_setup import import_images, stage_images
-from orchestrator.training_data import (
+from orchestrator.prelabel.project_setup import import_images, stage_images
+from orchestrator.train.training_data import (
     best_labels,
     cases_from_tasks,
     mask_disagreement,

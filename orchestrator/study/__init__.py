@@ -3,5 +3,5 @@
 - ``split``: one image collection into a pool and a held-out test set, by seed and image size;
 - ``runner``: the arms, their runs (resumable, one JSON file each) and their scores;
 - ``report``: the CSV, markdown table, headline and plot from the run records;
-- ``command``: the ``activeseg study`` command line.
+- its command line is ``orchestrator.commands.study``.
 """

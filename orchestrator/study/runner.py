@@ -82,9 +82,9 @@ from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import disagreement, foreground_mean
 from orchestrator.context import LoopError
-from orchestrator.strategies import NEEDS_FLIPS, STRATEGIES, Candidates, budget_to_k, rank
+from orchestrator.rank.strategies import NEEDS_FLIPS, STRATEGIES, Candidates, budget_to_k, rank
 from orchestrator.study.split import split_pool_test
-from orchestrator.training_data import oversample_human
+from orchestrator.train.training_data import oversample_human
 
 PSEUDO_LABELS = "pseudo-labels"
 PSEUDO_MODEL = "pseudo model"
@@ -317,7 +317,7 @@ def _load(samples: Sequence[Sample], what: str) -> list[Image]:
 
 def pseudo_label(images: Iterable[Image]) -> list[np.ndarray]:
     """The default (classical) pseudo-labeller's instances: deterministic, so never cached."""
-    from ml_backend.pseudolabelers import build_pseudolabeler
+    from activeseg.labellers import build_pseudolabeler
 
     labeler = build_pseudolabeler("classical")
     return [labeler.segment(im.pixels).labels for im in images]
@@ -536,7 +536,7 @@ class Study:
     def _execute(self, r: Run) -> dict[str, Any]:
         cfg = self.config
         if r.arm == PSEUDO_LABELS:
-            from ml_backend.pseudolabelers import build_pseudolabeler
+            from activeseg.labellers import build_pseudolabeler
 
             labeler = build_pseudolabeler("classical")
             return self._evaluate(lambda im: labeler.segment(im.pixels).labels)

@@ -17,7 +17,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ml_backend.pseudolabelers.base import ModelLoadError
+from activeseg.labellers.base import ModelLoadError
 
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t")
 LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"

@@ -9,7 +9,7 @@ from typing import Any
 from activeseg.datasets import DatasetError, shared_data
 from activeseg.nnunet.plans import CONFIGURATIONS
 from orchestrator.context import LoopError
-from orchestrator.strategies import DEFAULT_STRATEGY, STRATEGIES
+from orchestrator.rank.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 #: each preset's settings; a flag given on the command line overrides its preset's value
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,7 +59,7 @@ def _list(text: str | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orchestrator.strategies import budget_to_k
+    from orchestrator.rank.strategies import budget_to_k
     from orchestrator.study.report import write_report
     from orchestrator.study.runner import Study, StudyConfig, config_dict
 
@@ -138,7 +138,7 @@ def _preset_help(key: str) -> str:
     return ", ".join(f"{name} {preset.get(key)}" for name, preset in PRESETS.items()).replace("%", "%%")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_study(sub: argparse._SubParsersAction) -> None:
     """The ``study`` subcommand on the CLI's subparsers."""
     p = sub.add_parser(
         "study",

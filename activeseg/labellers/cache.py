@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from activeseg.fsutil import atomic_write_bytes
-from ml_backend.pseudolabelers.base import Segmentation
+from activeseg.labellers.base import Segmentation
 
 
 def content_hash(data: bytes) -> str:

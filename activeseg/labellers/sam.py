@@ -19,10 +19,10 @@ from segment_anything.utils.amg import calculate_stability_score
 from skimage.measure import regionprops
 
 from activeseg.imageio import to_display
-from ml_backend.pseudolabelers.base import PseudoLabeler, Segmentation
-from ml_backend.pseudolabelers.classical import ClassicalLabeler
-from ml_backend.pseudolabelers.postprocess import MaskCrop, masks_to_labels
-from ml_backend.pseudolabelers.tiling import blocks, crop_in_block, suppress_duplicates
+from activeseg.labellers.base import PseudoLabeler, Segmentation
+from activeseg.labellers.classical import ClassicalLabeler
+from activeseg.labellers.postprocess import MaskCrop, masks_to_labels
+from activeseg.labellers.tiling import blocks, crop_in_block, suppress_duplicates
 
 
 def sam_rgb(image: np.ndarray) -> np.ndarray:

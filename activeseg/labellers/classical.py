@@ -17,8 +17,8 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from activeseg.imageio import model_channels
-from ml_backend.pseudolabelers.base import PseudoLabeler, Segmentation
-from ml_backend.pseudolabelers.postprocess import relabel_clean
+from activeseg.labellers.base import PseudoLabeler, Segmentation
+from activeseg.labellers.postprocess import relabel_clean
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from activeseg.imagefetch import ImageSource, task_image_url
 from activeseg.imageio import decode_image, model_channels
 from activeseg.labelconfig import RegionConfig
 from activeseg.scores import ScoreStore, TaskScore, foreground_mean
-from ml_backend.images import ImageSource, task_image_url
 
 
 class Scorer(Protocol):
@@ -83,10 +83,10 @@ class ColdStartScorer:
         if self._predictor is None:
             from segment_anything import SamPredictor
 
-            from ml_backend.pseudolabelers.sam_models import load_litemedsam
+            from activeseg.labellers.sam_models import load_litemedsam
 
             self._predictor = SamPredictor(load_litemedsam())
-        from ml_backend.pseudolabelers.sam import sam_rgb
+        from activeseg.labellers.sam import sam_rgb
 
         self._predictor.set_image(sam_rgb(image))
         emb = self._predictor.features[0].float()  # (256, 64, 64)

@@ -5,7 +5,7 @@ one, from the cold-start scorer. The round is recorded before anything is pushed
 after a failure (Label Studio stopped, Ctrl-C) pushes the same round again and completes it.
 
 Pre-annotations shown to annotators: the served source's masks, i.e. the pseudo-labels until a
-model has beaten them on a round's corrections (the serving gate, ``orchestrator.serving``).
+model has beaten them on a round's corrections (the serving gate, ``orchestrator.train.serving``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 from activeseg.projectstate import ProjectState, Round
 from activeseg.scores import ScoreStore, TaskScore, disagreement
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
-from orchestrator.queue_order import PushReport, push_order
-from orchestrator.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
-from orchestrator.strategies import (
+from orchestrator.rank.queue_order import PushReport, push_order
+from orchestrator.rank.scoring import ColdStartScorer, NnunetScorer, Scorer, score_tasks, stack_features
+from orchestrator.rank.strategies import (
     NEEDS_DISAGREEMENT,
     NEEDS_FLIPS,
     NEEDS_MODEL,

@@ -23,11 +23,11 @@ from tqdm import tqdm
 from activeseg.datasets import Sample
 from activeseg.imageio import read_image
 from activeseg.labelconfig import LABEL_CONFIGS, LabelConfigError, RegionConfig, load_label_config
+from activeseg.labellers import PseudoLabeler, build_pseudolabeler
+from activeseg.labellers.tasks import LabellerConfig
 from activeseg.lsclient import LabelStudioClient
 from activeseg.metrics import score_image
 from activeseg.regions import Kind, labels_to_results, results_to_labels
-from ml_backend.config import BackendConfig
-from ml_backend.pseudolabelers import PseudoLabeler, build_pseudolabeler
 
 #: the densest task brush masks were measured usable on (25 cells: drawn in 4 s, page answering)
 BRUSH_MAX_CELLS = 25
@@ -112,6 +112,6 @@ def project_label_config(
         return given, f"{given.kind}, from {label_config}"
     if regions != "auto":
         return load_label_config(LABEL_CONFIGS[regions]), f"{regions}, as asked"
-    env = BackendConfig.from_env()
-    choice = choose_regions(samples, build_pseudolabeler(env.pseudolabeler, env.sam_checkpoint, env.sam_type))
+    env = LabellerConfig.from_env()
+    choice = choose_regions(samples, build_pseudolabeler(env.name, env.sam_checkpoint, env.sam_type))
     return load_label_config(LABEL_CONFIGS[choice.kind]), f"{choice.kind}, chosen from {choice.why}"

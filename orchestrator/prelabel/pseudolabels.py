@@ -14,11 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from activeseg.labellers.tasks import TASK_ERRORS, LabellerConfig, TaskLabeller
 from activeseg.lsclient import LabelStudioClient
-from activeseg.projectstate import ProjectDir
-from ml_backend.config import BackendConfig
-from ml_backend.service import TASK_ERRORS, PredictionService
-from orchestrator.context import has_human_labels
+from orchestrator.context import ProjectContext, has_human_labels
 
 
 @dataclass
@@ -35,7 +33,7 @@ def prelabel_project(
     pseudolabeler: str | None = None,
     model_dir: Path | None = None,
     client: LabelStudioClient | None = None,
-    service: PredictionService | None = None,
+    service: TaskLabeller | None = None,
     only_unannotated: bool = False,
 ) -> PrelabelReport:
     """Pseudo-label the tasks of ``project_id`` that lack a prediction of the current version
@@ -43,16 +41,10 @@ def prelabel_project(
     ``pseudolabeler``, else the one the project chose, else ACTIVESEG_PSEUDOLABELER."""
     client = client or LabelStudioClient()
     if service is None:
-        config = BackendConfig.from_env()
-        model_dir = model_dir or config.model_dir
-        chosen = ProjectDir(model_dir, project_id).load().pseudolabeler
-        config = dataclasses.replace(
-            config,
-            label_studio_url=client.url,
-            pseudolabeler=pseudolabeler or chosen or config.pseudolabeler,
-            model_dir=model_dir,
-        )
-        service = PredictionService(config)
+        ctx = ProjectContext.from_env(project_id, model_dir, client)
+        env = LabellerConfig.from_env()
+        config = dataclasses.replace(env, name=pseudolabeler or ctx.state().pseudolabeler or env.name)
+        service = TaskLabeller(config, ctx.images, ctx.model_dir / "cache")
     brush = client.region_config(project_id)
     version = service.model_version
     report = PrelabelReport(model_version=version)

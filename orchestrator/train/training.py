@@ -33,10 +33,10 @@ from activeseg.nnunet.plans import PlanChoice
 from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, Settings, finetune_version
 from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
-from orchestrator.scoring import NnunetScorer, score_tasks
-from orchestrator.serving import LabelsOf, compare, decide
-from orchestrator.strategies import NEEDS_FLIPS
-from orchestrator.training_data import (
+from orchestrator.rank.scoring import NnunetScorer, score_tasks
+from orchestrator.rank.strategies import NEEDS_FLIPS
+from orchestrator.train.serving import LabelsOf, compare, decide
+from orchestrator.train.training_data import (
     CaseReport,
     best_labels,
     cases_from_tasks,

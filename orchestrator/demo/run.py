@@ -28,21 +28,21 @@ import requests
 
 from activeseg.datasets import BUNDLED_SAMPLE, DatasetError, Sample, read_dataset
 from activeseg.fsutil import atomic_write_text
+from activeseg.imagefetch import ImageSource
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.labelconfig import DEFAULT_LABEL_CONFIG, RegionConfig, load_label_config
+from activeseg.labellers.tasks import LabellerConfig, TaskLabeller
 from activeseg.lsclient import LabelStudioClient
 from activeseg.lsserver import LabelStudioServer, LabelStudioServerError, free_port, port_in_use
 from activeseg.metrics import score_dataset
 from activeseg.projectstate import finetune_version
-from ml_backend.config import BackendConfig
-from ml_backend.service import PredictionService
-from orchestrator.annotator import SessionAnnotator
 from orchestrator.context import LoopError, ProjectContext
 from orchestrator.curve import CurvePoint, plot_learning_curve
+from orchestrator.demo.annotator import SessionAnnotator
 from orchestrator.jobrun import run_here
-from orchestrator.prelabel import prelabel_project
-from orchestrator.project_setup import init_project, slug, stage_images
-from orchestrator.strategies import DEFAULT_STRATEGY
+from orchestrator.prelabel.project_setup import init_project, slug, stage_images
+from orchestrator.prelabel.pseudolabels import prelabel_project
+from orchestrator.rank.strategies import DEFAULT_STRATEGY
 
 DEFAULT_WORKSPACE = Path(".activeseg")
 ANNOTATOR_EMAIL = "annotator@activeseg.local"
@@ -225,8 +225,8 @@ def _evaluate(
     ctx: ProjectContext, test: Sequence[Sample], versions: Sequence[str]
 ) -> dict[str, dict[str, float]]:
     """mSA / AP50 / F1 on the held-out images: pseudo-labels and each nnU-Net version."""
+    from activeseg.labellers import build_pseudolabeler
     from activeseg.nnunet.engine import Predictor
-    from ml_backend.pseudolabelers import build_pseudolabeler
 
     images = [read_image(s.image) for s in test]
     truths = [read_label_image(s.label) for s in test if s.label is not None]
@@ -292,15 +292,8 @@ def run_demo(settings: DemoSettings = DemoSettings(), workspace: Path = DEFAULT_
             f"project {pid} '{settings.title}': {init.n_tasks} tasks ({init.n_new} new), "
             f"{len(test)} images held out for testing"
         )
-        service = PredictionService(
-            BackendConfig(
-                label_studio_url=url,
-                api_key=server.login.token,
-                model_dir=model_dir,
-                local_files_root=server.files_root,
-                worker="off",
-            )
-        )
+        images = ImageSource(url, server.login.token, server.files_root)
+        service = TaskLabeller(LabellerConfig(), images, model_dir / "cache")
         pre = prelabel_project(pid, client=client, service=service)
         print(f"pseudo-labels: {pre.predicted} new, {pre.skipped} already there")
         ctx = ProjectContext(client, pid, model_dir, server.files_root)

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from activeseg.scores import ScoreStore
 from orchestrator.context import ProjectContext
-from orchestrator.export import ExportItem, ExportReport, export_labels
-from orchestrator.training_data import best_labels, result_labels, task_case_id
+from orchestrator.export.formats import ExportItem, ExportReport, export_labels
+from orchestrator.train.training_data import best_labels, result_labels, task_case_id
 
 
 def _items(ctx: ProjectContext, tasks: list[dict[str, Any]]) -> Iterator[ExportItem]:

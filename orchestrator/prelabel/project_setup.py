@@ -22,8 +22,7 @@ from activeseg.datasets import Sample
 from activeseg.fsutil import atomic_path
 from activeseg.imageio import read_image, write_display_png
 from activeseg.labelconfig import RegionConfig
-from activeseg.lsclient import LabelStudioClient
-from ml_backend.config import SECRET_HEADER
+from activeseg.lsclient import SECRET_HEADER, LabelStudioClient
 
 
 @dataclass(frozen=True)

@@ -25,19 +25,20 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ml_backend.config import PSEUDOLABELERS
-from ml_backend.pseudolabelers.base import ModelLoadError, PseudoLabeler, Segmentation
+from activeseg.labellers.base import ModelLoadError, PseudoLabeler, Segmentation
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
+#: pseudo-labeller names (light to import: the CLI's choices)
+PSEUDOLABELERS = ("classical", "litemedsam", "litemedsam-unsure", "sam-box", "sam-auto")
 NAMES = PSEUDOLABELERS
 DEFAULT = "classical"
 
 
 def sam_checkpoint_loader(checkpoint: Path, sam_type: str) -> tuple[Callable[[], Sam], str]:
     """A lazy loader for a SAM checkpoint file and the weights id that versions its outputs."""
-    from ml_backend.pseudolabelers.sam_models import checkpoint_id, load_sam_checkpoint
+    from activeseg.labellers.sam_models import checkpoint_id, load_sam_checkpoint
 
     if not checkpoint.is_file():
         raise ModelLoadError(f"SAM checkpoint {checkpoint} does not exist")
@@ -47,13 +48,13 @@ def sam_checkpoint_loader(checkpoint: Path, sam_type: str) -> tuple[Callable[[],
 def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str = "vit_b") -> PseudoLabeler:
     """The labeller called ``name``; SAM kinds need ``checkpoint`` (no weights are downloaded)."""
     if name == "classical":
-        from ml_backend.pseudolabelers.classical import ClassicalLabeler
+        from activeseg.labellers.classical import ClassicalLabeler
 
         return ClassicalLabeler()
     if name not in NAMES:
         raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
-    from ml_backend.pseudolabelers.sam import SamAutoLabeler, SamBoxLabeler
-    from ml_backend.pseudolabelers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
+    from activeseg.labellers.sam import SamAutoLabeler, SamBoxLabeler
+    from activeseg.labellers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
 
     weights_id = f"litemedsam:{LITEMEDSAM_SHA256[:16]}"
     if name == "litemedsam":
@@ -77,6 +78,7 @@ def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str
 __all__ = [
     "DEFAULT",
     "NAMES",
+    "PSEUDOLABELERS",
     "ModelLoadError",
     "PseudoLabeler",
     "Segmentation",

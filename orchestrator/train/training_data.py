@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from activeseg.imagefetch import ImageSource, task_image_url
 from activeseg.imageio import decode_image
 from activeseg.labelconfig import RegionConfig
 from activeseg.nnunet.dataset import Case
-from ml_backend.images import ImageSource, task_image_url
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_backend.pseudolabelers.postprocess import MaskCrop
+from activeseg.labellers.postprocess import MaskCrop
 
 
 @dataclass(frozen=True)

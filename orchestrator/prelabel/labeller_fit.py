@@ -21,35 +21,30 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from activeseg.imagefetch import ImageFetchError, task_image_url
 from activeseg.imageio import ImageReadError
+from activeseg.labellers import PSEUDOLABELERS, ModelLoadError
+from activeseg.labellers.tasks import LabellerConfig, TaskLabeller
 from activeseg.lsclient import LabelStudioError
 from activeseg.projectstate import ProjectState
-from ml_backend.config import PSEUDOLABELERS, BackendConfig
-from ml_backend.images import ImageFetchError, task_image_url
-from ml_backend.pseudolabelers import ModelLoadError
-from ml_backend.service import PredictionService
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
-from orchestrator.prelabel import PrelabelReport, prelabel_project
-from orchestrator.queue_order import PushReport
-from orchestrator.ranking import refresh_round
-from orchestrator.serving import compare
-from orchestrator.training_data import best_labels, result_labels
+from orchestrator.prelabel.pseudolabels import PrelabelReport, prelabel_project
+from orchestrator.rank.queue_order import PushReport
+from orchestrator.rank.ranking import refresh_round
+from orchestrator.train.serving import compare
+from orchestrator.train.training_data import best_labels, result_labels
 
 SAM_KINDS = ("sam-box", "sam-auto")  # need ACTIVESEG_SAM_CHECKPOINT
 
 
-def available_labellers(config: BackendConfig) -> list[str]:
+def available_labellers(config: LabellerConfig) -> list[str]:
     """Every labeller this machine can run: the SAM kinds only with a checkpoint configured."""
     return [n for n in PSEUDOLABELERS if n not in SAM_KINDS or config.sam_checkpoint is not None]
 
 
-def _service(ctx: ProjectContext, name: str) -> PredictionService:
-    config = BackendConfig.from_env()
-    config = dataclasses.replace(
-        config, label_studio_url=ctx.client.url, pseudolabeler=name, model_dir=ctx.model_dir,
-        local_files_root=ctx.local_files_root or config.local_files_root,
-    )  # fmt: skip
-    return PredictionService(config)
+def _service(ctx: ProjectContext, name: str) -> TaskLabeller:
+    config = dataclasses.replace(LabellerConfig.from_env(), name=name)
+    return TaskLabeller(config, ctx.images, ctx.model_dir / "cache")
 
 
 def corrections(
@@ -72,7 +67,7 @@ def compare_labellers(
     Returns name -> {msa, ap50, f1, n, images_per_min, version}; ``images_per_min`` is None when
     every mask came from the cache (measured before: nothing to time).
     """
-    names = list(names or available_labellers(BackendConfig.from_env()))
+    names = list(names or available_labellers(LabellerConfig.from_env()))
     unknown = [n for n in names if n not in PSEUDOLABELERS]
     if unknown:
         raise LoopError(f"unknown pseudo-labeller {unknown[0]!r}; choose from {', '.join(PSEUDOLABELERS)}")

@@ -1,0 +1,1 @@
+"""``activeseg demo``: the whole loop on real images with a simulated annotator account."""

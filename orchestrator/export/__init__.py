@@ -1,0 +1,1 @@
+"""Export: every image's best labels (annotation, model, pseudo-label) as TIFFs and COCO."""
