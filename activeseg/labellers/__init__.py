@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 #: pseudo-labeller names (light to import: the CLI's choices)
 PSEUDOLABELERS = ("classical", "litemedsam", "litemedsam-unsure", "sam-box", "sam-auto")
-NAMES = PSEUDOLABELERS
 DEFAULT = "classical"
 
 
@@ -51,8 +50,8 @@ def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str
         from activeseg.labellers.classical import ClassicalLabeler
 
         return ClassicalLabeler()
-    if name not in NAMES:
-        raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(NAMES)}")
+    if name not in PSEUDOLABELERS:
+        raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(PSEUDOLABELERS)}")
     from activeseg.labellers.sam import SamAutoLabeler, SamBoxLabeler
     from activeseg.labellers.sam_models import LITEMEDSAM_SHA256, load_litemedsam
 
@@ -77,7 +76,6 @@ def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str
 
 __all__ = [
     "DEFAULT",
-    "NAMES",
     "PSEUDOLABELERS",
     "ModelLoadError",
     "PseudoLabeler",
