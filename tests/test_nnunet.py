@@ -264,9 +264,7 @@ def test_budget_in_minutes_ends_training_and_decays_the_learning_rate(
     assert 9 <= info.training_seconds <= 9 + 3
     assert info.iterations_run >= 4
     lrs = torch.load(info.checkpoint(ws), weights_only=False)["logging"]["lrs"]
-    # the first rate is set a few milliseconds into the budget (0.1 % of 9 s is 9 ms: a loaded CI
-    # machine took 11), so it starts within 1 % of the initial rate
-    assert lrs[0] == pytest.approx(1e-2, rel=1e-2) and all(a > b for a, b in itertools.pairwise(lrs))
+    assert lrs[0] == pytest.approx(1e-2, rel=1e-3) and all(a > b for a, b in itertools.pairwise(lrs))
     assert lrs[-1] < 0.5e-2  # poly decay over the time spent, not over the (unbounded) epochs
     with pytest.raises(WorkspaceError, match="needs iterations or minutes"):
         TrainBudget.of(None, None)

@@ -228,16 +228,21 @@ class _BudgetSchedule:
         by_time = _trained_seconds(self.trainer) / (60 * self.budget.minutes) if self.budget.minutes else 0.0
         return min(1.0, max(by_steps, by_time))
 
-    def learning_rate(self) -> float:
-        lr = self.budget.initial_lr * (1 - self.progress()) ** 0.9
+    def learning_rate(self, progress: float | None = None) -> float:
+        progress = self.progress() if progress is None else progress
+        lr = self.budget.initial_lr * (1 - progress) ** 0.9
         if self.budget.warmup_iterations:
             lr *= min(1.0, (self.steps + 1) / self.budget.warmup_iterations)
         return lr
 
     def step(self, current_step: int | None = None) -> None:
-        """nnU-Net's scheduler call at each epoch's start (it logs the rate it finds)."""
+        """nnU-Net's scheduler call at each epoch's start (it logs the rate it finds), and ours
+        before every step. At the start of a fresh training nothing has run yet: the milliseconds
+        nnU-Net spends between stamping the epoch and this call are not progress."""
+        fresh = current_step == 0 and self.steps == 0
+        lr = self.learning_rate(0.0 if fresh else None)
         for group in self.trainer.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = lr
 
     def time_is_up(self) -> bool:
         return bool(self.budget.minutes) and _trained_seconds(self.trainer) >= 60 * self.budget.minutes
