@@ -81,6 +81,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--pretrain-iterations", type=int, default=3000)
     parser.add_argument("--finetune-iterations", type=int, default=750)
+    #: this folder's runs count one cell per predicted interior component; instance_split.py
+    #: scores its pseudo model with the peak split too
+    parser.add_argument("--split-depth", default="none")
     args = parser.parse_args()
     subset = HERE / "out" / "dsb2018_fluo_520x696"
     n = write_subset(args.data, subset)
@@ -90,6 +93,7 @@ def main() -> int:
         "--strategies", "entropy", "--budgets", "5%", "--seeds", args.seeds,
         "--pretrain-iterations", str(args.pretrain_iterations),
         "--finetune-iterations", str(args.finetune_iterations),
+        "--split-depth", args.split_depth,
     ])  # fmt: skip
     if code:
         return code

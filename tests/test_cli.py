@@ -85,6 +85,9 @@ def test_bad_inputs_fail_in_one_line_before_starting_anything(
     err = _one_line_error(capsys, "demo", "--images", str(bad), "--test-images", str(sample_dir), *ws)
     assert victim.name in err and "not a readable PNG" in err
     assert not (tmp_path / "ws" / "labelstudio" / "labelstudio.pid").exists()
+    study = ["study", "--data", str(sample_dir), "--out", str(tmp_path / "study")]
+    assert "--split-depth takes a depth in pixels" in _one_line_error(capsys, *study, "--split-depth", "deep")
+    assert not (tmp_path / "study").exists()
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,14 @@ def test_plan_and_a_folder_for_one_set_of_settings(tmp_path: Path) -> None:
     with pytest.raises(LoopError, match="other settings \\(configuration\\)"):
         Study(config(pool_size=10, finetune_with_pseudo=False), tmp_path)
     Study(config(pool_size=10, finetune_with_pseudo=False, configuration="2d"), tmp_path)
+    # ... and before the peak split, with one cell per predicted interior component
+    older = dict(finetune_with_pseudo=False, configuration="2d")
+    settings = json.loads((tmp_path / "study.json").read_text())
+    del settings["split_depth"]
+    (tmp_path / "study.json").write_text(json.dumps(settings))
+    with pytest.raises(LoopError, match="other settings \\(split_depth\\)"):
+        Study(config(pool_size=10, **older), tmp_path)
+    Study(config(pool_size=10, split_depth=None, **older), tmp_path)
 
 
 @needs_data

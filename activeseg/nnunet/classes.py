@@ -3,21 +3,30 @@
 A fourth value, IGNORE, marks pixels a case does not vouch for (nnU-Net's ignore label: they add
 nothing to the loss); it is written only into datasets that have such pixels.
 
-nnU-Net segments classes, not instances (its maintainers' recipe for instances is exactly this):
-the border class keeps touching cells apart, and after prediction every interior component seeds
-one instance that grows back over the border pixels nearest to it.
+nnU-Net segments classes, not instances (its maintainers' recipe for instances starts from this):
+the border class keeps touching cells apart, and after prediction the interior seeds instances that
+grow back over the border pixels nearest to them. A one-pixel border is hard to predict where cells
+touch, so an interior component may hold several cells; it is split where its distance map has
+more than one peak of depth ``SPLIT_DEPTH``, as the classical labeller splits its foreground.
+Measured on training images (``benchmarks/instance_split.py``): nnU-Net models trained on
+pseudo-labels merged a quarter of the cells in dense fields, and splitting took their mSA from
+0.509 to 0.550 on 256x256 fields and from 0.523 to 0.602 on 520x696 fields.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, watershed
 
 BACKGROUND, INTERIOR, BORDER, IGNORE = 0, 1, 2, 3
 LABELS = {"background": BACKGROUND, "cell": INTERIOR, "border": BORDER}
 #: nnU-Net wants the ignore label named "ignore" and above every class
 LABELS_WITH_IGNORE = {**LABELS, "ignore": IGNORE}
+#: minimum depth (px) of a peak of the interior's distance map that seeds an instance of its own;
+#: the classical labeller's own depth, and the best of 0.5-1.5 on both collections measured
+SPLIT_DEPTH = 1.0
 
 
 def instances_to_classes(labels: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
@@ -32,18 +41,32 @@ def instances_to_classes(labels: np.ndarray, ignore: np.ndarray | None = None) -
     return out
 
 
-def classes_to_instances(classes: np.ndarray, min_area: int = 1) -> np.ndarray:
-    """Instances from a class map: interior components are seeds, interior and border the extent.
+def classes_to_instances(
+    classes: np.ndarray, min_area: int = 1, split_depth: float | None = SPLIT_DEPTH
+) -> np.ndarray:
+    """Instances from a class map: interior seeds, interior and border the extent.
 
-    Border pixels join the nearest seed. A foreground component with no interior at all (a cell
-    one or two pixels thin) becomes an instance of its own instead of vanishing.
+    With ``split_depth`` each peak of the interior's (smoothed) distance map at least that deep
+    seeds an instance; with None each interior component does (activeseg before 2026-12-07, kept
+    so that older studies continue with what they measured). Border pixels join the nearest seed.
+    A foreground component with no seed (a cell one or two pixels thin) becomes an instance of its
+    own instead of vanishing.
     """
     fg = classes > 0
-    seeds, n = ndi.label(classes == INTERIOR)
-    if n:  # flood from the seeds over connected foreground, nearest seed first
-        labels = watershed(ndi.distance_transform_edt(seeds == 0), seeds, mask=fg)
+    interior = classes == INTERIOR
+    if split_depth is None:
+        seeds, n = ndi.label(interior)
+        flood = ndi.distance_transform_edt(seeds == 0)  # nearest seed first
     else:
-        labels = np.zeros(classes.shape, dtype=np.int32)
+        depth = ndi.gaussian_filter(ndi.distance_transform_edt(interior), 1.0)
+        peaks = h_maxima(depth, split_depth).astype(bool) & interior
+        components, count = ndi.label(interior)
+        has_peak = np.zeros(count + 1, dtype=bool)
+        has_peak[components[peaks]] = True
+        # a component too shallow for any peak is one cell, not a piece for its neighbours
+        seeds, n = ndi.label(peaks | (interior & ~has_peak[components]))
+        flood = -depth  # from the peaks downhill, so a merged blob parts at its necks
+    labels = watershed(flood, seeds, mask=fg) if n else np.zeros(classes.shape, dtype=np.int32)
     orphans, _ = ndi.label(fg & (labels == 0))
     labels = np.where(orphans > 0, orphans + labels.max(), labels)
     if min_area > 1:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from activeseg.fsutil import atomic_write_text
-from activeseg.nnunet.classes import classes_to_instances
+from activeseg.nnunet.classes import SPLIT_DEPTH, classes_to_instances
 from activeseg.nnunet.plans import (
     PLANS,
     STOCK,
@@ -428,12 +428,15 @@ class Predictor:
     #: 1-10 px fragments per image), which no annotator wants to delete by hand
     MIN_AREA = 16
 
-    def __init__(self, ws: Workspace, version: str, device: str = "cpu", min_area: int = MIN_AREA) -> None:
+    def __init__(
+        self, ws: Workspace, version: str, device: str = "cpu", min_area: int = MIN_AREA,
+        split_depth: float | None = SPLIT_DEPTH,
+    ) -> None:  # fmt: skip
         info = next((m for m in list_models(ws) if m.version == version), None)
         if info is None:
             raise WorkspaceError(f"model {version} not found in {ws.models}")
         self.info = info
-        self.min_area = min_area
+        self.min_area, self.split_depth = min_area, split_depth
         dev = _device(device)
         with ws.env():  # nnU-Net prints while it builds the predictor
             self._predictor = self._build(ws, version, info, dev)
@@ -480,7 +483,7 @@ class Predictor:
             probs, disagreement = stack.mean(axis=0), stack.std(axis=0).mean(axis=0)
         classes = probs.argmax(axis=0).astype(np.uint8)
         return Prediction(
-            labels=classes_to_instances(classes, self.min_area),
+            labels=classes_to_instances(classes, self.min_area, self.split_depth),
             classes=classes,
             probabilities=probs,
             features=features.astype(np.float32),

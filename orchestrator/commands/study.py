@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from activeseg.datasets import DatasetError, shared_data
+from activeseg.nnunet.classes import SPLIT_DEPTH
 from activeseg.nnunet.plans import CONFIGURATIONS
 from orchestrator.context import LoopError
 from orchestrator.rank.strategies import DEFAULT_STRATEGY, STRATEGIES
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         configuration=args.plan,
         init=args.init,
         finetune_with_pseudo=args.finetune_with_pseudo,
+        split_depth=_split_depth(args.split_depth),
         full=not args.no_full,
         device=args.device,
         workers=args.workers,
@@ -136,6 +138,18 @@ def run(args: argparse.Namespace) -> int:
 def _preset_help(key: str) -> str:
     """Each preset's value of ``key``, for a flag's help (argparse formats %)."""
     return ", ".join(f"{name} {preset.get(key)}" for name, preset in PRESETS.items()).replace("%", "%%")
+
+
+def _split_depth(value: str) -> float | None:
+    if value == "none":
+        return None
+    try:
+        depth = float(value)
+    except ValueError:
+        depth = -1.0
+    if depth <= 0:
+        raise LoopError(f"--split-depth takes a depth in pixels above 0 or 'none', got {value!r}")
+    return depth
 
 
 def add_study(sub: argparse._SubParsersAction) -> None:
@@ -243,6 +257,12 @@ def add_study(sub: argparse._SubParsersAction) -> None:
         "--finetune-warmup", type=int, default=None,
         help="iterations of linear learning-rate warm-up in every fine-tune "
         f"({_preset_help('finetune_warmup')})",
+    )  # fmt: skip
+    p.add_argument(
+        "--split-depth", default=str(SPLIT_DEPTH), metavar="PX",
+        help="how predicted class maps become cells: one per distance peak at least PX deep inside "
+        "the predicted interior, or 'none' for one per interior component (what studies measured "
+        "before 2026-12-07; an older study folder continues only with 'none') (default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--rounds", type=int, default=0,

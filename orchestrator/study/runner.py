@@ -68,6 +68,7 @@ from activeseg.fsutil import atomic_write_text, held_alone
 from activeseg.imageio import model_channels, read_image, read_label_image
 from activeseg.metrics import score_dataset, score_image
 from activeseg.nnunet import starting
+from activeseg.nnunet.classes import SPLIT_DEPTH
 from activeseg.nnunet.dataset import Case, export_dataset
 from activeseg.nnunet.engine import (
     UNBOUNDED_EPOCHS,
@@ -129,6 +130,7 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "shift": None,
     "full_iterations": None,
     "finetune_warmup": 0,
+    "split_depth": None,  # interior components were the instances before 2026-12-07
 }
 
 
@@ -226,6 +228,9 @@ class StudyConfig:
     rounds_budget: str = "5%"
     rounds_strategies: tuple[str, ...] = ("entropy", "random")
     finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled
+    #: how a predicted class map becomes cells (activeseg.nnunet.classes); None: one per interior
+    #: component, as every study measured before 2026-12-07
+    split_depth: float | None = SPLIT_DEPTH
     full: bool = True  # run the fully supervised arms
     device: str = "cpu"
     workers: int = 2  # nnU-Net's augmentation processes (0: in the training process)
@@ -263,7 +268,7 @@ class StudyConfig:
         keep = ("pool_size", "test_size", "unannotated_size", "pretrain_iterations", "finetune_iterations",
                 "iterations_per_epoch", "pretrain_lr", "finetune_lr", "finetune_with_pseudo",
                 "pretrain_minutes", "finetune_minutes", "init", "test_fraction", "split_seed",
-                "finetune_warmup")  # fmt: skip
+                "finetune_warmup", "split_depth")  # fmt: skip
         folders = {k: None if getattr(self, k) is None else str(getattr(self, k).resolve())
                    for k in ("train", "test", "data", "shift")}  # fmt: skip
         return (
@@ -598,7 +603,7 @@ class Study:
     def _predictor(self, version: str) -> Any:
         from activeseg.nnunet.engine import Predictor
 
-        return Predictor(self.ws, version, device=self.config.device)
+        return Predictor(self.ws, version, device=self.config.device, split_depth=self.config.split_depth)
 
     def _score_model(self, version: str, picked: Sequence[str] = ()) -> dict[str, Any]:
         predictor = self._predictor(version)
