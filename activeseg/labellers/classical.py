@@ -13,12 +13,10 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.measure import regionprops
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
 
 from activeseg.imageio import model_channels
 from activeseg.labellers.base import PseudoLabeler, Segmentation
-from activeseg.labellers.postprocess import relabel_clean
+from activeseg.labellers.postprocess import grow, peak_seeds, relabel_clean
 
 
 @dataclass(frozen=True)
@@ -57,12 +55,8 @@ class ClassicalLabeler(PseudoLabeler):
         smooth, fg = self.foreground(image)
         if not fg.any():
             return Segmentation(np.zeros(fg.shape, dtype=np.uint32), {})
-        dist = ndi.gaussian_filter(ndi.distance_transform_edt(fg), 1.0)
-        seeds, _ = ndi.label(h_maxima(dist, self.params.h) & fg)
-        labels = watershed(-dist, seeds, mask=fg)
-        # Foreground components that got no seed (thin or tiny objects) still count as instances.
-        orphans, _ = ndi.label(fg & (labels == 0))
-        labels = np.where(orphans > 0, orphans + labels.max(), labels)
+        seeds, distance = peak_seeds(fg, self.params.h)
+        labels = grow(seeds, -distance, fg)
         scores = self._confidences(labels, smooth, fg)
         labels, scores = relabel_clean(labels, scores, self.params.min_area)
         return Segmentation(labels, scores)

@@ -1,4 +1,5 @@
-"""Clean-up shared by every pseudo-labeller: one instance per pixel, no specks, no holes."""
+"""Clean-up shared by every pseudo-labeller (one instance per pixel, no specks, no holes), and the
+seeded watershed that turns a foreground into cells, shared with nnU-Net's class maps."""
 
 from __future__ import annotations
 
@@ -6,9 +7,32 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
 #: a mask given as the window it lives in and its pixels there
 MaskCrop = tuple[tuple[slice, slice], np.ndarray]
+
+
+def peak_seeds(region: np.ndarray, depth: float) -> tuple[np.ndarray, np.ndarray]:
+    """(seeds, distance): one seed per peak of ``region``'s smoothed distance map at least
+    ``depth`` px deep, so touching blobs get one seed each; a component of ``region`` too shallow
+    for any peak is one seed of its own, not a piece for its neighbours."""
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(region), 1.0)
+    peaks = h_maxima(distance, depth).astype(bool) & region
+    components, count = ndi.label(region)
+    has_peak = np.zeros(count + 1, dtype=bool)
+    has_peak[components[peaks]] = True
+    seeds, _ = ndi.label(peaks | (region & ~has_peak[components]))
+    return seeds, distance
+
+
+def grow(seeds: np.ndarray, flood: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """Seeds grown over ``extent`` in the order of ``flood`` (low first); a part of ``extent``
+    that no seed reaches (an object too thin for a seed) becomes an instance of its own."""
+    labels = watershed(flood, seeds, mask=extent) if seeds.any() else np.zeros(seeds.shape, dtype=np.int32)
+    orphans, _ = ndi.label(extent & (labels == 0))
+    return np.where(orphans > 0, orphans + labels.max(), labels)
 
 
 def full_crop(mask: np.ndarray) -> MaskCrop:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import h_maxima
-from skimage.segmentation import find_boundaries, watershed
+from skimage.segmentation import find_boundaries
+
+from activeseg.labellers.postprocess import grow, peak_seeds
 
 BACKGROUND, INTERIOR, BORDER, IGNORE = 0, 1, 2, 3
 LABELS = {"background": BACKGROUND, "cell": INTERIOR, "border": BORDER}
@@ -54,21 +55,12 @@ def classes_to_instances(
     """
     fg = classes > 0
     interior = classes == INTERIOR
-    if split_depth is None:
-        seeds, n = ndi.label(interior)
-        flood = ndi.distance_transform_edt(seeds == 0)  # nearest seed first
-    else:
-        depth = ndi.gaussian_filter(ndi.distance_transform_edt(interior), 1.0)
-        peaks = h_maxima(depth, split_depth).astype(bool) & interior
-        components, count = ndi.label(interior)
-        has_peak = np.zeros(count + 1, dtype=bool)
-        has_peak[components[peaks]] = True
-        # a component too shallow for any peak is one cell, not a piece for its neighbours
-        seeds, n = ndi.label(peaks | (interior & ~has_peak[components]))
-        flood = -depth  # from the peaks downhill, so a merged blob parts at its necks
-    labels = watershed(flood, seeds, mask=fg) if n else np.zeros(classes.shape, dtype=np.int32)
-    orphans, _ = ndi.label(fg & (labels == 0))
-    labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    if split_depth is None:  # each component floods the border pixels nearest to it
+        seeds, _ = ndi.label(interior)
+        labels = grow(seeds, ndi.distance_transform_edt(seeds == 0), fg)
+    else:  # from the peaks downhill, so a merged blob parts at its necks
+        seeds, distance = peak_seeds(interior, split_depth)
+        labels = grow(seeds, -distance, fg)
     if min_area > 1:
         sizes = np.bincount(labels.ravel())
         labels[sizes[labels] < min_area] = 0
