@@ -354,6 +354,8 @@ def test_init_prelabel_status_export_watch_through_the_cli(
     assert main(["init", "--images", str(images), "--project", "cli loop"]) == 0
     out = capsys.readouterr().out
     assert "regions: polygon, chosen from 3 sampled images" in out and "3 tasks (3 new)" in out
+    assert "images: 3 sampled images look like fluorescence (bright objects" in out
+    assert "pseudo-labeller classical (it reads each image's modality" in out
     project = out.split("created project ")[1].split()[0]
     # asked for brush masks, a new project gets them; an existing one keeps its own
     assert main(["init", "--images", str(images), "--project", "cli brush", "--regions", "brush"]) == 0

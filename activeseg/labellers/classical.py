@@ -1,7 +1,9 @@
 """Threshold + distance-transform watershed: the baseline, and the source of box prompts for SAM.
 
-Works on fluorescence-like images (bright objects, dark background) and inverts itself when the
-thresholded foreground covers most of the image (dark objects on a bright background).
+Each image is first read (``activeseg.labellers.modality``): fluorescence is thresholded as it
+is, stained tissue by its darkest channel, brightfield by its optical density with everything
+wider than an object removed, so the nuclei, not the cells around them, stand out. Brightfield
+has three levels (background, cytoplasm, nuclei): its threshold is the upper of Otsu's two.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
+from skimage.filters import threshold_multiotsu, threshold_otsu
 from skimage.measure import regionprops
 
-from activeseg.imageio import model_channels
 from activeseg.labellers.base import PseudoLabeler, Segmentation
+from activeseg.labellers.modality import MODALITIES, object_diameter, object_signal, read_modality
 from activeseg.labellers.postprocess import grow, peak_seeds, relabel_clean
+
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,12 @@ class ClassicalSettings:
     sigma: float = 0.5  # Gaussian smoothing before thresholding (px)
     h: float = 1.0  # minimum depth of a distance-map peak to seed its own instance (px)
     min_area: int = 15  # instances smaller than this are specks (px)
+    modality: str = AUTO  # "auto" reads each image; or one of MODALITIES for every image
+    background_width: float = 1.0  # brightfield: wider than this many object diameters is background
 
-
-def grey(image: np.ndarray) -> np.ndarray:
-    """One float channel: the mean of the image's channels (one channel for R = G = B images)."""
-    return model_channels(image).astype(np.float64).mean(axis=0)
+    def __post_init__(self) -> None:
+        if self.modality != AUTO and self.modality not in MODALITIES:
+            raise ValueError(f"modality {self.modality!r} is not auto or one of {', '.join(MODALITIES)}")
 
 
 class ClassicalLabeler(PseudoLabeler):
@@ -41,15 +46,16 @@ class ClassicalLabeler(PseudoLabeler):
         return asdict(self.params)
 
     def foreground(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(smoothed grey image, foreground mask) by Otsu's threshold."""
-        smooth = ndi.gaussian_filter(grey(image), self.params.sigma)
+        """(smoothed object signal, foreground mask): objects made bright, then thresholded."""
+        modality = read_modality(image) if self.params.modality == AUTO else self.params.modality
+        signal = object_signal(image, modality)
+        if modality == "brightfield":
+            width = 2 * int(self.params.background_width * object_diameter(signal) / 2) + 1
+            signal = signal - ndi.grey_opening(signal, size=(width, width))
+        smooth = ndi.gaussian_filter(signal, self.params.sigma)
         if smooth.max() <= smooth.min():
             return smooth, np.zeros(smooth.shape, dtype=bool)
-        fg = smooth > threshold_otsu(smooth)
-        if fg.mean() > 0.5:  # objects are the minority: dark objects on a bright field
-            smooth = smooth.max() - smooth
-            fg = ~fg
-        return smooth, ndi.binary_fill_holes(fg)
+        return smooth, ndi.binary_fill_holes(smooth > _threshold(smooth, modality))
 
     def segment(self, image: np.ndarray) -> Segmentation:
         smooth, fg = self.foreground(image)
@@ -76,3 +82,10 @@ class ClassicalLabeler(PseudoLabeler):
             contrast = np.clip((region.intensity_mean - bg) / span, 0.0, 1.0)
             scores[region.label] = float(contrast * region.solidity)
         return scores
+
+
+def _threshold(smooth: np.ndarray, modality: str) -> float:
+    """Otsu's threshold; for brightfield the upper of the three-level one (nuclei above cytoplasm)."""
+    if modality == "brightfield" and len(np.unique(smooth)) >= 3:
+        return float(threshold_multiotsu(smooth, classes=3)[1])
+    return float(threshold_otsu(smooth))

@@ -16,8 +16,9 @@ from orchestrator.commands.common import (
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from activeseg.datasets import read_dataset
+    from activeseg.labellers.tasks import LabellerConfig
     from activeseg.lsclient import LabelStudioClient
-    from orchestrator.prelabel.project_setup import init_project
+    from orchestrator.prelabel.project_setup import describe_images, init_project
     from orchestrator.prelabel.region_choice import project_label_config
 
     files_root = args.files_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
@@ -31,6 +32,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
     client, samples = LabelStudioClient(), read_dataset(args.images)
     config, why = project_label_config(client, args.title, samples, args.regions, args.label_config)
+    print(f"images: {describe_images(samples, LabellerConfig.from_env().name)}")
     print(f"regions: {why}")
     result = init_project(
         client,

@@ -9,6 +9,7 @@ images that have no task yet; existing tasks and their annotations are never tou
 from __future__ import annotations
 
 import base64
+import random
 import re
 import shutil
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from activeseg.datasets import Sample
 from activeseg.fsutil import atomic_path
 from activeseg.imageio import read_image, write_display_png
 from activeseg.labelconfig import RegionConfig
+from activeseg.labellers.modality import collection_kind
 from activeseg.lsclient import SECRET_HEADER, LabelStudioClient
 
 
@@ -34,6 +36,18 @@ class StagedImage:
     display: Path
     height: int
     width: int
+
+
+def describe_images(samples: Sequence[Sample], labeller: str, sample_size: int = 20, seed: int = 0) -> str:
+    """A line for ``activeseg init``: what the images look like (modality, object size) and which
+    pseudo-labeller will segment them, read from a seeded sample."""
+    picked = random.Random(seed).sample(list(samples), min(sample_size, len(samples)))
+    reading = tqdm(picked, desc="reading images", unit="img", leave=False)
+    kind = collection_kind(read_image(s.image) for s in reading)
+    if kind is None:
+        return f"no images to read; pseudo-labeller {labeller}"
+    how = " (it reads each image's modality for itself)" if labeller == "classical" else ""
+    return f"{len(picked)} sampled images look like {kind.describe()}; pseudo-labeller {labeller}{how}"
 
 
 def local_files_url(path: Path, files_root: Path) -> str:
