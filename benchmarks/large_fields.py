@@ -13,6 +13,7 @@ arm at 5 % beats both. The table and ``benchmarks/results/large_fields.json`` gi
 held-out mSA per seed.
 
     python benchmarks/large_fields.py --seeds 0
+    python benchmarks/large_fields.py --seeds 0 --split-depth 1 --out benchmarks/large_fields_split
 
 Resumable: the study keeps each finished run under ``--out``/runs and skips it next time.
 """
@@ -109,10 +110,12 @@ def main() -> int:
         "entropy_beats_both": msa.get("entropy", 0.0) > max(model, teacher),
     }
     print(f"\ntargets: {targets}")
-    result = {"data": str(args.data), "size": list(SIZE), "images": n, "seeds": args.seeds,
+    result = {"data": str(args.data), "split_depth": args.split_depth, "size": list(SIZE), "images": n,
+              "seeds": args.seeds,
               "pretrain_iterations": args.pretrain_iterations,
               "finetune_iterations": args.finetune_iterations, "arms": rows, "targets": targets}  # fmt: skip
-    atomic_write_text(HERE / "results" / "large_fields.json", json.dumps(result, indent=1) + "\n")
+    out = HERE / "results" / f"{args.out.name}.json"  # large_fields.json for the default folder
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     return 0
 
 
