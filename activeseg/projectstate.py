@@ -96,6 +96,9 @@ class Settings:
     budget: str = "5%"
     seed: int = 0
     with_pseudo: bool = True  # fine-tune on the other tasks' pseudo-labels too (docs/results.md)
+    #: the pseudo-labels' mSA on a round's corrections below which fine-tuning sets them aside;
+    #: None: orchestrator.train.teacher.POOR_TEACHER_MSA, 0: never
+    poor_teacher_msa: float | None = None
     eval_labels: str | None = None  # folder of ground-truth label images, by image name
 
 
@@ -112,6 +115,9 @@ class ProjectState:
     #: the model whose masks the ML backend serves (None: the pseudo-labels); only a model that
     #: beat the served source on corrections it had not trained on (orchestrator.train.serving)
     served: str | None = None
+    #: why the pseudo-labels no longer take part in fine-tuning ("" while they do): set once a
+    #: round's corrections showed them poor (orchestrator.train.teacher)
+    teacher_set_aside: str = ""
     rounds: list[Round] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
     #: model version -> metrics on the admin's evaluation labels

@@ -139,6 +139,8 @@ def format_status(status: ProjectStatus) -> str:
             for name, m in sorted(rnd.comparison.items(), key=lambda kv: -kv[1]["msa"]):
                 lines.append(f"  {name:16s} {m['msa']:6.3f} {m['ap50']:6.3f} {m['f1']:6.3f}")
             lines.append(f"  -> {rnd.decision}")
+    if state.teacher_set_aside:
+        lines.append(f"pseudo-labels set aside: {state.teacher_set_aside}")
     if state.labeller_fit:
         lines += format_fit(state.labeller_fit, in_use(state), status.project_id)
     active = [j for j in status.jobs if j.status in (QUEUED, RUNNING)]

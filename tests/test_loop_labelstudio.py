@@ -40,6 +40,7 @@ from orchestrator.prelabel.project_setup import init_project
 from orchestrator.prelabel.pseudolabels import prelabel_project
 from orchestrator.rank.ranking import rank_project
 from orchestrator.status import format_status, project_status
+from orchestrator.train.teacher import POOR_TEACHER_MSA
 from orchestrator.train.training import coreset_progress
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -216,6 +217,10 @@ def test_full_loop(
         r0_wins = comparison["nnunet-r0"]["msa"] > comparison[state.pseudo_version]["msa"]
         assert state.served == ("nnunet-r0" if r0_wins else None)
         assert finished.result["served"] == state.served and state.rounds[0].decision
+        # the classical teacher finds these nuclei, so its pseudo-labels stay in the fine-tune
+        assert comparison[state.pseudo_version]["msa"] >= POOR_TEACHER_MSA and not state.teacher_set_aside
+        r1 = next(m for m in list_models(ctx.dir.workspace) if m.version == "nnunet-r1")
+        assert r1.sources == {"human": 2, "pseudo": N_IMAGES - 2}
         served_source = state.served or state.pseudo_version
 
         # 7. the backend serves what the gate chose for the other tasks, never the unvouched r1

@@ -15,6 +15,7 @@ from activeseg.datasets import held_out, read_dataset, shared_data
 from activeseg.fsutil import held_alone
 from activeseg.imageio import read_label_image
 from orchestrator.context import LoopError
+from orchestrator.rank.strategies import DEFAULT_STRATEGY
 from orchestrator.study.report import (
     headline,
     markdown_table,
@@ -29,6 +30,8 @@ from orchestrator.study.report import (
 from orchestrator.study.runner import (
     FULL_FROM_PSEUDO,
     FULL_FROM_SCRATCH,
+    NO_TEACHER,
+    POOR_TEACHER,
     PSEUDO_LABELS,
     PSEUDO_MODEL,
     PSEUDO_ONLY,
@@ -225,6 +228,51 @@ def test_selection_follows_the_strategies(tmp_path: Path) -> None:
     assert len(picks) > 1
     assert study.select("random", 4, 3) == study.select("random", 4, 3)
     assert study.select(scaled_arm("random", "5%"), 4, 3) == study.select("random", 4, 3)  # same picks
+
+
+@needs_data
+def test_teacher_arms_train_on_the_corrections_alone(tmp_path: Path) -> None:
+    """ "poor teacher": the default strategy's picks without pseudo-labels, from the pseudo model;
+    "no teacher": typiclust on the pool's image embeddings, from scratch at the full budget."""
+    study = Study(config(pool_size=8, budgets=("25%",), seeds=(0,), strategies=("entropy",),
+                         teacher_arms=True, pretrain_iterations=100, finetune_iterations=50,
+                         iterations_per_epoch=50), tmp_path)  # fmt: skip
+    plan = study.plan()
+    assert Run(POOR_TEACHER, 2, 0) in plan and Run(NO_TEACHER, 2, 0) in plan
+    assert [r for r in plan if r.arm not in (POOR_TEACHER, NO_TEACHER)] == Study(
+        config(pool_size=8, budgets=("25%",), seeds=(0,), strategies=("entropy",), pretrain_iterations=100,
+               finetune_iterations=50, iterations_per_epoch=50), tmp_path
+    ).plan()  # fmt: skip
+    picked = [im.id for im in study.pool[:2]]
+    for arm in (POOR_TEACHER, NO_TEACHER):
+        assert [(c.id, c.source) for c in study.training_cases(arm, picked)] == [(i, "human") for i in picked]
+    assert len(study.training_cases("entropy", picked)) > 2  # the teacher's arm keeps its pseudo-labels
+    n = len(study.pool)
+    ids = np.array([im.id for im in study.pool])
+    np.savez(tmp_path / "pool_scores.npz", ids=ids, uncertainty=np.linspace(0, 1, n),
+             instances=np.ones(n, dtype=np.int64), features=np.eye(n, dtype=np.float32),
+             disagreement=np.zeros(n))  # fmt: skip
+    picked = study.select(POOR_TEACHER, 2, 0)  # what the loop's ranking sent before the teacher fell
+    assert picked == study.select(DEFAULT_STRATEGY, 2, 0) and len(set(picked)) == 2
+    # two tight groups of embeddings: typiclust takes one image of each
+    groups = np.repeat([[1.0, 0.0], [0.0, 1.0]], [5, 3], axis=0) + 0.01 * np.arange(n)[:, None]
+    np.savez(tmp_path / "pool_embeddings.npz", ids=ids, features=groups.astype(np.float32))
+    chosen = study.select(NO_TEACHER, 2, 0)
+    assert len(chosen) == 2 and {list(ids).index(i) < 5 for i in chosen} == {True, False}
+    assert study.full_budget().iterations == 150
+
+
+def test_image_embedder_reads_any_image() -> None:
+    """The cold start's features: LiteMedSAM's encoder on grey, colour and 16-bit images alike."""
+    from orchestrator.rank.scoring import ImageEmbedder
+
+    embed = ImageEmbedder()
+    rng = np.random.default_rng(0)
+    grey = embed(rng.integers(0, 255, (96, 130), dtype=np.uint8))
+    colour = embed(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    deep = embed(rng.integers(0, 4000, (70, 50), dtype=np.uint16))
+    assert grey.shape == colour.shape == deep.shape == (512,) and grey.dtype == np.float32
+    assert np.all(np.isfinite(np.stack([grey, colour, deep]))) and not np.allclose(grey, colour)
 
 
 def _record(arm: str, k: int, seed: int | None, msa: float) -> dict[str, object]:

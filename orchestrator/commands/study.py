@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         configuration=args.plan,
         init=args.init,
         finetune_with_pseudo=args.finetune_with_pseudo,
+        teacher_arms=args.teacher_arms,
         split_depth=_split_depth(args.split_depth),
         full=not args.no_full,
         device=args.device,
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "rounds",
         "rounds_budget",
         "rounds_strategies",
+        "teacher_arms",
         "full",
         "device",
         "workers",
@@ -307,6 +309,14 @@ def add_study(sub: argparse._SubParsersAction) -> None:
         help="the selection arms fine-tune on their k corrected images, repeated to about half of the "
         "samples, plus the other pool images' pseudo-labels, as 'activeseg finetune' does by default; "
         "--no-finetune-with-pseudo: on the k images only (default: on)",
+    )
+    p.add_argument(
+        "--teacher-arms",
+        action="store_true",
+        help="also run, at every budget, 'poor teacher' (the default strategy's k images corrected and "
+        "trained on alone, from the pseudo model: the loop's path when the pseudo-labels score badly on "
+        "the corrections) and 'no teacher' (k images picked by typiclust on SAM image embeddings, "
+        "trained from scratch at the full arm's budget: a project without pseudo-labels)",
     )
     p.add_argument(
         "--no-full",

@@ -15,6 +15,7 @@ from orchestrator.commands.common import (
     save_settings,
     start_minutes_flag,
 )
+from orchestrator.train.teacher import POOR_TEACHER_MSA
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -102,8 +103,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         with_pseudo=args.with_pseudo,
         finetune_lr=args.lr,
         finetune_pseudo=args.pseudo,
+        poor_teacher_msa=args.poor_teacher_msa,
         eval_labels=args.eval_labels,
     )
+    if args.with_pseudo:  # the admin's word brings back pseudo-labels a round had set aside
+        with ctx.dir.update() as state:
+            state.teacher_set_aside = ""
     result = foreground(ctx, "finetune", {"force": True} if args.force else None)
     if result.get("model"):
         served = result.get("served") or "the pseudo-labels"
@@ -138,7 +143,15 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also train on the pseudo-labels of unannotated tasks, with the annotated images "
         "repeated to about half of the samples (saved; default: on; --no-with-pseudo trains on the "
-        "annotations only)",
+        "annotations only; --with-pseudo also brings back pseudo-labels a round set aside)",
+    )
+    p.add_argument(
+        "--poor-teacher-msa",
+        type=float,
+        default=None,
+        metavar="MSA",
+        help="set the pseudo-labels aside for good (train on the corrections alone) once they score "
+        f"below this mSA on a round's corrections (saved; default {POOR_TEACHER_MSA:g}; 0: never)",
     )
     p.add_argument(
         "--lr",

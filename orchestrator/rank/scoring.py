@@ -66,20 +66,15 @@ class NnunetScorer:
         return stored.labels is not None and (not self.flips or stored.flip_spread is not None)
 
 
-class ColdStartScorer:
-    """Before nnU-Net: the pseudo-label's confidence and the SAM image encoder's view of the image."""
+class ImageEmbedder:
+    """What an image looks like before any model of the project exists: the SAM (LiteMedSAM)
+    image encoder's channels, pooled to their mean and spread. Diversity strategies (typiclust,
+    probcover) pick a first core-set from these where no teacher or nnU-Net can be trusted."""
 
-    def __init__(self, pseudo_version: str, images: ImageSource, config: RegionConfig) -> None:
-        self.name = self.name_for(pseudo_version)
-        self.pseudo_version = pseudo_version
-        self.images, self.config = images, config
+    def __init__(self) -> None:
         self._predictor: Any = None
 
-    @staticmethod
-    def name_for(pseudo_version: str) -> str:
-        return f"cold-{pseudo_version}"
-
-    def _embed(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray) -> np.ndarray:
         if self._predictor is None:
             from segment_anything import SamPredictor
 
@@ -90,7 +85,21 @@ class ColdStartScorer:
 
         self._predictor.set_image(sam_rgb(image))
         emb = self._predictor.features[0].float()  # (256, 64, 64)
-        return np.concatenate([emb.mean(dim=(1, 2)).numpy(), emb.std(dim=(1, 2)).numpy()])
+        return np.concatenate([emb.mean(dim=(1, 2)).numpy(), emb.std(dim=(1, 2)).numpy()]).astype(np.float32)
+
+
+class ColdStartScorer:
+    """Before nnU-Net: the pseudo-label's confidence and the SAM image encoder's view of the image."""
+
+    def __init__(self, pseudo_version: str, images: ImageSource, config: RegionConfig) -> None:
+        self.name = self.name_for(pseudo_version)
+        self.pseudo_version = pseudo_version
+        self.images, self.config = images, config
+        self._embed = ImageEmbedder()
+
+    @staticmethod
+    def name_for(pseudo_version: str) -> str:
+        return f"cold-{pseudo_version}"
 
     def score(self, task: dict[str, Any]) -> TaskScore:
         preds = [p for p in task.get("predictions") or [] if p.get("model_version") == self.pseudo_version]
@@ -105,7 +114,7 @@ class ColdStartScorer:
             task_id=int(task["id"]),
             uncertainty=1.0 - confidence,
             instances=int(len(np.unique(labels)) - 1),
-            features=self._embed(image).astype(np.float32),
+            features=self._embed(image),
         )
 
     def complete(self, stored: TaskScore) -> bool:

@@ -17,6 +17,10 @@ iterations or in minutes, and is scored on the same held-out images:
 |  | learning curve at fractions of that budget (``full_curve``, first seed) says how near its plateau |
 | each selection arm, "fine-tune ∝ k | with ``scaled_finetune`` (a budget such as 5 %): the same k images, |
 | from 5%" | F iterations at that budget and in proportion to k at the others |
+| poor teacher | with ``teacher_arms``: the default strategy's k images, corrected, alone (the |
+|  | teacher set aside, as ``finetune`` does below ``POOR_TEACHER_MSA``), from the pseudo model |
+| no teacher | with ``teacher_arms``: k images picked by typiclust on SAM image embeddings (no |
+|  | model, no pseudo-labels), corrected, trained from scratch at the full arm's budget |
 
 The simulated annotator corrects a chosen image's pseudo-label to its ground truth, which is what a
 careful person submits; a selection arm's record says what that cost (cells in its images, and
@@ -83,7 +87,14 @@ from activeseg.nnunet.starting import StartingPoint
 from activeseg.nnunet.workspace import Workspace
 from activeseg.scores import disagreement, foreground_mean
 from orchestrator.context import LoopError
-from orchestrator.rank.strategies import NEEDS_FLIPS, STRATEGIES, Candidates, budget_to_k, rank
+from orchestrator.rank.strategies import (
+    DEFAULT_STRATEGY,
+    NEEDS_FLIPS,
+    STRATEGIES,
+    Candidates,
+    budget_to_k,
+    rank,
+)
 from orchestrator.study.split import split_pool_test
 from orchestrator.train.training_data import oversample_human
 
@@ -96,6 +107,11 @@ REFERENCE_ARMS = (PSEUDO_LABELS, PSEUDO_MODEL, PSEUDO_ONLY, FULL_FROM_PSEUDO, FU
 BASELINES = ("random", "instance-random")
 #: the strategies a study measures by default, besides the two random baselines
 CANDIDATES = ("hybrid", "disagreement", "typiclust", "probcover", "entropy", "coreset", "tta", "count-strata")
+#: without a trustworthy teacher (``teacher_arms``): the k corrections alone, from the pseudo model
+#: or from scratch (images picked for diversity on SAM image embeddings, as a cold start would)
+POOR_TEACHER = "poor teacher"
+NO_TEACHER = "no teacher"
+NO_TEACHER_STRATEGY = "typiclust"
 PRETRAINED = "pseudo-r0"
 #: a study folder's .gitignore: the state a later session needs to continue the study paired (what
 #: runs read and cannot make again identically: the pseudo model, the plans it was trained under, the
@@ -106,6 +122,7 @@ PORTABLE_STATE = f"""# written by activeseg study: commit this folder to continu
 !/.gitignore
 !/study.json
 !/pool_scores.npz
+!/pool_embeddings.npz
 !/runs/*.json
 !/results.*
 !/msa_vs_annotated.png
@@ -160,6 +177,10 @@ def is_rounds(arm: str) -> bool:
 
 def base_arm(arm: str) -> str:
     """The strategy (or random baseline) behind an arm, scaled, multi-round or not."""
+    if arm == POOR_TEACHER:
+        return DEFAULT_STRATEGY
+    if arm == NO_TEACHER:
+        return NO_TEACHER_STRATEGY
     return arm.split(SCALED)[0].split(ROUNDS)[0]
 
 
@@ -228,6 +249,7 @@ class StudyConfig:
     rounds_budget: str = "5%"
     rounds_strategies: tuple[str, ...] = ("entropy", "random")
     finetune_with_pseudo: bool = True  # selection arms: + pseudo-labels of the rest, k oversampled
+    teacher_arms: bool = False  # also the "poor teacher" and "no teacher" arms at every budget
     #: how a predicted class map becomes cells (activeseg.nnunet.classes); None: one per interior
     #: component, as every study measured before 2026-12-07
     split_depth: float | None = SPLIT_DEPTH
@@ -440,7 +462,7 @@ class Study:
         if is_selection(arm):
             if picked is None:
                 raise ValueError(f"arm {arm!r} needs the picked images")
-            if self.config.finetune_with_pseudo:
+            if self.config.finetune_with_pseudo and arm not in (POOR_TEACHER, NO_TEACHER):
                 return oversample_human(self.cases(picked) + self.pseudo_cases(leave_out=picked))
             return self.cases(picked)
         if arm == FULL_FROM_PSEUDO or arm.startswith(FULL_FROM_SCRATCH):
@@ -467,6 +489,8 @@ class Study:
                 reference = budget_to_k(cfg.scaled_finetune, n)
                 runs += [Run(scaled_arm(arm, cfg.scaled_finetune), k, seed) for k in self.ks()
                          if k != reference for arm in self.selection_arms]  # fmt: skip
+            if cfg.teacher_arms:
+                runs += [Run(arm, k, seed) for k in self.ks() for arm in (POOR_TEACHER, NO_TEACHER)]
             if cfg.rounds:  # in order: each round starts from the one before
                 step = budget_to_k(cfg.rounds_budget, n)
                 runs += [Run(rounds_arm(arm, cfg.rounds_budget), step * i, seed)
@@ -558,6 +582,8 @@ class Study:
         if r.arm.startswith(FULL_FROM_SCRATCH):
             fraction = next((f for f in cfg.full_curve if r.arm == curve_arm(f)), 1.0)
             budget, parent = self.full_budget(fraction), None
+        elif r.arm == NO_TEACHER:
+            budget, parent = self.full_budget(), None
         else:
             budget = self.finetune_budget(r)
         self._train(version, cases, budget, parent, r.seed or 0)
@@ -717,6 +743,8 @@ class Study:
 
     def select(self, arm: str, k: int, seed: int) -> list[str]:
         """The k pool images an arm sends for correction."""
+        if arm == NO_TEACHER:
+            return self.select_without_model(k, seed)
         scores = self.pool_scores()
         features = scores["features"]
         candidates = Candidates(
@@ -727,6 +755,36 @@ class Study:
         )  # fmt: skip
         order = rank(candidates, k, strategy=base_arm(arm), seed=seed).order[:k]
         return [str(scores["ids"][i]) for i in order]
+
+    def pool_embeddings(self) -> np.ndarray:
+        """Each pool image's SAM embedding (orchestrator.rank.scoring.ImageEmbedder), cached."""
+        path = self.out / "pool_embeddings.npz"
+        ids = np.array([im.id for im in self.pool])
+        if path.is_file():
+            with np.load(path) as data:
+                if np.array_equal(data["ids"], ids):
+                    return data["features"]
+        from orchestrator.rank.scoring import ImageEmbedder
+
+        embed = ImageEmbedder()
+        images = tqdm(self.pool, desc="embedding the pool", unit="image")
+        features = np.stack([embed(im.pixels) for im in images])
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, ids=ids, features=features)
+        tmp.replace(path)
+        return features
+
+    def select_without_model(self, k: int, seed: int) -> list[str]:
+        """A cold start's k images: NO_TEACHER_STRATEGY on the pool's embeddings alone."""
+        features = self.pool_embeddings()
+        n = len(features)
+        candidates = Candidates(
+            task_ids=np.arange(n, dtype=np.int64), uncertainty=np.zeros(n), features=features,
+            instances=np.zeros(n, dtype=np.int64),
+            labelled_features=np.zeros((0, features.shape[1]), np.float32),
+        )  # fmt: skip
+        order = rank(candidates, k, strategy=NO_TEACHER_STRATEGY, seed=seed).order[:k]
+        return [self.pool[i].id for i in order]
 
 
 def config_dict(config: StudyConfig) -> dict[str, Any]:

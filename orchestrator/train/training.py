@@ -30,12 +30,20 @@ from activeseg.nnunet.engine import (
     train,
 )
 from activeseg.nnunet.plans import PlanChoice
-from activeseg.projectstate import PRETRAIN_VERSION, ProjectState, Round, Settings, finetune_version
+from activeseg.projectstate import (
+    PRETRAIN_VERSION,
+    ProjectDir,
+    ProjectState,
+    Round,
+    Settings,
+    finetune_version,
+)
 from activeseg.scores import ScoreStore
 from orchestrator.context import LoopError, ProjectContext, has_human_labels
 from orchestrator.rank.scoring import NnunetScorer, score_tasks
 from orchestrator.rank.strategies import NEEDS_FLIPS
 from orchestrator.train.serving import LabelsOf, compare, decide
+from orchestrator.train.teacher import POOR_TEACHER_MSA, set_aside_reason
 from orchestrator.train.training_data import (
     CaseReport,
     best_labels,
@@ -199,10 +207,11 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
             current = next(r for r in st.rounds if r.number == rnd.number)
             current.comparison, current.decision = comparison, decision.reason
         report(f"round {rnd.number}: {decision.reason}")
+    aside = teacher_set_aside(ctx.dir, rnd.number, comparison, report)
     info = _existing(ctx, version)
     if info is None:
         human = [t for t in tasks if has_human_labels(t)]
-        rest = [t for t in tasks if not has_human_labels(t)] if settings.with_pseudo else []
+        rest = [t for t in tasks if not has_human_labels(t)] if settings.with_pseudo and not aside else []
         cases = cases_from_tasks(human + rest, ctx.config, ctx.images, state.pseudo_version)
         if not cases.cases:
             raise LoopError(f"project {ctx.project_id}: no annotated task to fine-tune on")
@@ -236,6 +245,25 @@ def finetune(ctx: ProjectContext, report: Report = print, force: bool = False) -
     report(f"annotators now get {decision.served or f'the pseudo-labels ({state.pseudo_version})'}; "
            f"{version} is served once round {rnd.number + 1}'s corrections show it beats that")  # fmt: skip
     return info
+
+
+def teacher_set_aside(
+    pdir: ProjectDir, round_number: int, comparison: dict[str, dict[str, float]], report: Report = print
+) -> str:
+    """Why the pseudo-labels are out of fine-tuning ("" while they are in); decided once, from
+    the first round whose corrections show them poor (orchestrator.train.teacher), and kept."""
+    state = pdir.load()
+    if state.teacher_set_aside or not state.settings.with_pseudo:
+        return state.teacher_set_aside
+    threshold = state.settings.poor_teacher_msa
+    reason = set_aside_reason(
+        state.pseudo_version, comparison, round_number, POOR_TEACHER_MSA if threshold is None else threshold
+    )
+    if reason:
+        with pdir.update() as st:
+            st.teacher_set_aside = reason
+        report(reason)
+    return reason
 
 
 def _agreed_only(
