@@ -348,6 +348,10 @@ def test_report_tables_headline_and_plot(tmp_path: Path) -> None:
         "pseudo-only": {"0": pytest.approx(0.26)},
     }  # fmt: skip
     assert results["unannotated"]["hybrid"] == {"5": pytest.approx(0.41)}
+    # a teacher arm names a way of training, not a strategy: reported, never the winner
+    taught = records + [_record(NO_TEACHER, 5, seed, 0.5) for seed in range(3)]
+    assert winner(summarise(taught)) == "hybrid"
+    assert results_json(taught, {})["heldout"][NO_TEACHER] == {"5": pytest.approx(0.5)}
     assert results["shift"]["random"] == {"5": pytest.approx(0.27)}
 
 

@@ -24,6 +24,7 @@ from orchestrator.study.runner import (
     PSEUDO_LABELS,
     PSEUDO_MODEL,
     PSEUDO_ONLY,
+    TEACHER_ARMS,
     base_arm,
     is_rounds,
     is_scaled,
@@ -125,13 +126,13 @@ def winner_percents(cells: Sequence[Cell]) -> list[float]:
 def winner(cells: Sequence[Cell]) -> str | None:
     """The selection arm (a random baseline included) with the best mean mSA over
     ``winner_percents``, among the arms that ran every one of them at the study's fine-tuning
-    budget (a scaled arm names no strategy of its own)."""
+    budget (a scaled arm, and the teacher arms, name no strategy of their own)."""
     wanted = set(winner_percents(cells))
     means: dict[str, list[float]] = {}
     for c in cells:
         if (
             is_selection(c.arm)
-            and not (is_scaled(c.arm) or is_rounds(c.arm))
+            and not (is_scaled(c.arm) or is_rounds(c.arm) or c.arm in TEACHER_ARMS)
             and round(c.percent, 6) in wanted
         ):
             means.setdefault(c.arm, []).append(c.mean())

@@ -111,6 +111,7 @@ CANDIDATES = ("hybrid", "disagreement", "typiclust", "probcover", "entropy", "co
 #: or from scratch (images picked for diversity on SAM image embeddings, as a cold start would)
 POOR_TEACHER = "poor teacher"
 NO_TEACHER = "no teacher"
+TEACHER_ARMS = (POOR_TEACHER, NO_TEACHER)  # ways of training, not strategies: never the winner
 NO_TEACHER_STRATEGY = "typiclust"
 PRETRAINED = "pseudo-r0"
 #: a study folder's .gitignore: the state a later session needs to continue the study paired (what
@@ -462,7 +463,7 @@ class Study:
         if is_selection(arm):
             if picked is None:
                 raise ValueError(f"arm {arm!r} needs the picked images")
-            if self.config.finetune_with_pseudo and arm not in (POOR_TEACHER, NO_TEACHER):
+            if self.config.finetune_with_pseudo and arm not in TEACHER_ARMS:
                 return oversample_human(self.cases(picked) + self.pseudo_cases(leave_out=picked))
             return self.cases(picked)
         if arm == FULL_FROM_PSEUDO or arm.startswith(FULL_FROM_SCRATCH):
@@ -490,7 +491,7 @@ class Study:
                 runs += [Run(scaled_arm(arm, cfg.scaled_finetune), k, seed) for k in self.ks()
                          if k != reference for arm in self.selection_arms]  # fmt: skip
             if cfg.teacher_arms:
-                runs += [Run(arm, k, seed) for k in self.ks() for arm in (POOR_TEACHER, NO_TEACHER)]
+                runs += [Run(arm, k, seed) for k in self.ks() for arm in TEACHER_ARMS]
             if cfg.rounds:  # in order: each round starts from the one before
                 step = budget_to_k(cfg.rounds_budget, n)
                 runs += [Run(rounds_arm(arm, cfg.rounds_budget), step * i, seed)
