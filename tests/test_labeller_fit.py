@@ -73,11 +73,20 @@ def test_labellers_scored_on_corrections_and_a_switch_relabels_only_unannotated_
     queue_before = {t: _round_predictions(ls_client, t, rnd.version) for t in tasks}
 
     # compare: every available labeller on the two corrected images
-    assert available_labellers(LabellerConfig.from_env()) == ["classical", "litemedsam", "litemedsam-unsure"]
+    variants = ["classical-fluorescence", "classical-stained", "classical-brightfield"]
+    assert available_labellers(LabellerConfig.from_env()) == [
+        "classical",
+        *variants,
+        "litemedsam",
+        "litemedsam-unsure",
+    ]
     fit = compare_labellers(ctx, progress=False)
-    assert set(fit) == {"classical", "litemedsam", "litemedsam-unsure"} and all(
+    assert set(fit) == {"classical", *variants, "litemedsam", "litemedsam-unsure"} and all(
         m["n"] == 2 for m in fit.values()
     )
+    # the sample is fluorescence: the default reads it so, and forcing that modality changes nothing
+    assert fit["classical-fluorescence"]["msa"] == fit["classical"]["msa"]
+    assert fit["classical-brightfield"]["version"].startswith("classical-brightfield-")
     pairs = []
     for task_id in annotated:
         name = tasks[task_id]["data"]["name"]

@@ -11,9 +11,12 @@ from skimage.draw import disk
 
 from activeseg.datasets import read_dataset
 from activeseg.imageio import read_image, read_label_image
+from activeseg.labellers import build_pseudolabeler
 from activeseg.labellers.classical import ClassicalLabeler, ClassicalSettings
 from activeseg.labellers.modality import collection_kind, object_diameter, read_kind, read_modality
 from activeseg.metrics import score_dataset, score_image
+from activeseg.projectstate import ProjectState
+from orchestrator.prelabel.labeller_fit import in_use
 from tests.conftest import SHARED_DATA
 
 NUCLEI = [(40, 40), (40, 120), (120, 60), (150, 150), (90, 170)]
@@ -75,6 +78,15 @@ def test_a_modality_can_be_forced_and_a_wrong_one_is_refused() -> None:
     assert ClassicalLabeler().version != ClassicalLabeler(ClassicalSettings(modality="brightfield")).version
     with pytest.raises(ValueError, match="modality 'phase'"):
         ClassicalSettings(modality="phase")
+    # the forced variants are labellers of their own, for `activeseg pseudolabels compare`
+    forced = build_pseudolabeler("classical-brightfield")
+    assert forced.name == "classical-brightfield" and forced.version.startswith("classical-brightfield-")
+    by_hand = ClassicalLabeler(ClassicalSettings(modality="brightfield"))
+    assert np.array_equal(forced.segment(img).labels, by_hand.segment(img).labels)
+    assert build_pseudolabeler("classical").version == ClassicalLabeler().version  # the default's caches hold
+    assert in_use(ProjectState(1, pseudo_version=forced.version)) == "classical-brightfield"
+    with pytest.raises(ValueError, match="unknown pseudo-labeller 'classical-phase'"):
+        build_pseudolabeler("classical-phase")
 
 
 def test_a_collection_is_described_by_its_majority(sample_dir: Path) -> None:

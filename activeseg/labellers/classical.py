@@ -37,10 +37,10 @@ class ClassicalSettings:
 
 
 class ClassicalLabeler(PseudoLabeler):
-    name = "classical"
-
     def __init__(self, settings: ClassicalSettings | None = None) -> None:
         self.params = settings or ClassicalSettings()
+        #: "classical", or "classical-<modality>" where one modality is forced on every image
+        self.name = "classical" if self.params.modality == AUTO else f"classical-{self.params.modality}"
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.params)

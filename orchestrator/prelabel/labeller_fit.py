@@ -166,10 +166,10 @@ def format_fit(fit: dict[str, dict[str, Any]], in_use: str, project_id: int) -> 
         return []
     n = next(iter(fit.values()))["n"]
     lines = [f"pseudo-labellers on the {n} corrected images (in use: {in_use}):",
-             f"  {'labeller':12s} {'mSA':>6s} {'AP50':>6s} {'F1':>6s} {'img/min':>8s}"]  # fmt: skip
+             f"  {'labeller':21s} {'mSA':>6s} {'AP50':>6s} {'F1':>6s} {'img/min':>8s}"]  # fmt: skip
     for name, m in sorted(fit.items(), key=lambda kv: -kv[1]["msa"]):
         speed = "-" if m.get("images_per_min") is None else f"{m['images_per_min']:.1f}"
-        lines.append(f"  {name:12s} {m['msa']:6.3f} {m['ap50']:6.3f} {m['f1']:6.3f} {speed:>8s}")
+        lines.append(f"  {name:21s} {m['msa']:6.3f} {m['ap50']:6.3f} {m['f1']:6.3f} {speed:>8s}")
     best = best_fit(fit)
     if best == in_use or best is None:
         lines.append(f"  -> {in_use} fits best; keep it")
