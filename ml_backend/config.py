@@ -7,7 +7,8 @@
 | BASIC_AUTH_USER, BASIC_AUTH_PASS | when both are set, every route requires HTTP basic auth |
 | MODEL_DIR | prediction cache and job records (default ./model_dir) |
 | LOCAL_FILES_DOCUMENT_ROOT | read ``/data/local-files/?d=`` images from this folder instead of downloading |
-| ACTIVESEG_PSEUDOLABELER | classical (default; or classical-fluorescence, -stained, -brightfield), litemedsam, litemedsam-unsure, sam-box or sam-auto |
+| ACTIVESEG_PSEUDOLABELER | classical (default), classical-fluorescence, -stained, -brightfield, litemedsam, |
+|  | litemedsam-unsure, sam-box or sam-auto |
 | ACTIVESEG_SAM_CHECKPOINT, ACTIVESEG_SAM_TYPE | SAM weights for sam-box, sam-auto (vit_b/l/h/t) |
 | ACTIVESEG_MAX_PIXELS | larger images get a per-task error (default 64 megapixels) |
 | ACTIVESEG_WEBHOOK_SECRET | annotation events must carry it (header X-Activeseg-Webhook-Secret) |

@@ -151,7 +151,7 @@ def test_full_loop(
         # 4. rank: a 2-image core-set, pushed into Label Studio's queue
         result = rank_project(ctx, budget="2", seed=0, progress=False)  # the default strategy
         rnd = result.round
-        assert rnd.strategy == "entropy" and rnd.ranked_with == "nnunet-r0"
+        assert rnd.strategy == "random" and rnd.ranked_with == "nnunet-r0"
         assert rnd.number == 1 and rnd.k == 2 and len(rnd.order) == N_IMAGES and not result.errors
         assert result.push.created == N_IMAGES
         project = ls_client.project(pid)

@@ -54,7 +54,7 @@ def add_rank(sub: argparse._SubParsersAction) -> None:
         "--strategy",
         choices=sorted(STRATEGIES),
         default=None,
-        help=f"default: the project's stored choice, first {DEFAULT_STRATEGY} (the study's winner)",
+        help=f"default: the project's stored choice, first {DEFAULT_STRATEGY} (docs/results.md)",
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.set_defaults(func=_cmd_rank)
