@@ -309,8 +309,10 @@ def test_loop_commands_fail_in_one_line(
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "some-token")
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
     monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
-    # the default strategy needs a pretrained model: refused before anything is scored or fetched
-    assert "no model yet: run 'activeseg pretrain' first" in _one_line_error(capsys, "rank", "--project", "1")
+    # a strategy that ranks by a pretrained model is refused before anything is scored or fetched
+    assert "no model yet: run 'activeseg pretrain' first" in _one_line_error(
+        capsys, "rank", "--project", "1", "--strategy", "entropy"
+    )
     unreachable = _one_line_error(capsys, "rank", "--project", "1", "--strategy", "typiclust")
     assert "cannot reach Label Studio" in unreachable
     assert "cannot reach Label Studio" in _one_line_error(capsys, "status", "--project", "1")

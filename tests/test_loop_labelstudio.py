@@ -328,7 +328,7 @@ def test_rank_survives_label_studio_stopping(
             original(task_id, data)
 
         with pytest.raises(LoopError, match="no model yet: run 'activeseg pretrain' first"):
-            rank_project(ctx, budget="25%", progress=False)  # the default strategy needs a model
+            rank_project(ctx, budget="25%", strategy="entropy", progress=False)  # it ranks by a model
         assert not ctx.state().rounds
         monkeypatch.setattr(client, "update_task_data", stop_midway)
         with pytest.raises(LabelStudioError, match="cannot reach Label Studio"):
